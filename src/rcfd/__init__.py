@@ -1,0 +1,42 @@
+"""rcfd: RL fine-tuning of language models with Reward Calibration from Demonstration (RCfD).
+
+RCfD (Rita et al., ACL Findings 2024) maximizes −‖R(x, y) − R(x, y_demo)‖²: the policy aims at the
+reward a human demonstration gets instead of the reward's maximum, which avoids reward
+over-optimization without tuning a KL coefficient.
+
+Quick start::
+
+    from rcfd import load_config, run_training
+    config = load_config("configs/tiny.yaml", ["objective.name=rcfd", "train.steps=4"])
+    trainer, summary = run_training(config, "runs/tiny")
+"""
+
+__version__ = "0.1.0"
+
+from .config import Config, load_config, make_config  # noqa: E402
+from .errors import NonFiniteError, RcfdError  # noqa: E402
+from .objectives import calibrated, kl_penalized, objective_values, rcfd, whiten  # noqa: E402
+
+
+def __getattr__(name):
+    # Heavy modules (transformers, peft) load on first use so `import rcfd` stays fast.
+    if name in ("Trainer", "run_training"):
+        from . import trainer
+
+        return getattr(trainer, name)
+    if name in ("LogLikelihoodReward", "CallableReward", "RewardStack", "build_rewards"):
+        from . import rewards
+
+        return getattr(rewards, name)
+    if name == "evaluate":
+        from .evaluate import evaluate
+
+        return evaluate
+    raise AttributeError(f"module 'rcfd' has no attribute {name!r}")
+
+
+__all__ = [
+    "Config", "load_config", "make_config", "RcfdError", "NonFiniteError",
+    "calibrated", "kl_penalized", "objective_values", "rcfd", "whiten",
+    "Trainer", "run_training", "LogLikelihoodReward", "CallableReward", "RewardStack", "build_rewards", "evaluate",
+]

@@ -1,0 +1,138 @@
+"""Atomic, verifiable checkpoints.
+
+A checkpoint is a directory ``checkpoints/step-XXXXXX`` holding the trainable weights
+(safetensors), optimizer state, RNG states, trainer state and the metrics so far. It is written
+into a temporary directory, every file fsynced, a manifest with SHA-256 checksums written last,
+and then renamed into place; a checkpoint whose manifest is missing or does not match is never
+read. The newest ``keep`` checkpoints are kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from .errors import RcfdError
+
+MANIFEST = "manifest.json"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def trainable_state(model) -> dict:
+    return {n: p.detach().contiguous().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+
+
+def save_checkpoint(root: Path, step: int, model, optimizer, state: dict, extra_files=(), keep: int = 2) -> Path:
+    """Write checkpoint ``step`` atomically under ``root``; return its path."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step-{step:06d}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-step-{step:06d}-", dir=root))
+    try:
+        save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
+        torch.save({"optimizer": optimizer.state_dict(), "rng": rng_state()}, tmp / "optimizer.pt")
+        (tmp / "state.json").write_text(json.dumps(state, sort_keys=True))
+        for src in extra_files:
+            src = Path(src)
+            if src.exists():
+                shutil.copyfile(src, tmp / src.name)
+        files = sorted(p for p in tmp.iterdir() if p.is_file())
+        for p in files:
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())
+        manifest = {"step": step, "files": {p.name: _sha256(p) for p in files}}
+        with open(tmp / MANIFEST, "w") as f:
+            json.dump(manifest, f, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        _fsync_dir(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _fsync_dir(root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for old in list_checkpoints(root)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def is_complete(path: Path) -> bool:
+    manifest = Path(path) / MANIFEST
+    if not manifest.exists():
+        return False
+    try:
+        files = json.loads(manifest.read_text())["files"]
+        return all((Path(path) / name).exists() and _sha256(Path(path) / name) == digest
+                   for name, digest in files.items())
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def list_checkpoints(root: Path) -> list[Path]:
+    root = Path(root)
+    if not root.exists():
+        return []
+    return sorted(p for p in root.glob("step-*") if p.is_dir())
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    """Newest checkpoint whose manifest verifies (incomplete or corrupt ones are skipped)."""
+    for path in reversed(list_checkpoints(root)):
+        if is_complete(path):
+            return path
+    return None
+
+
+def load_checkpoint(path: Path, model, optimizer) -> dict:
+    path = Path(path)
+    if not is_complete(path):
+        raise RcfdError(f"checkpoint '{path}' is incomplete or corrupt; resume from an earlier one")
+    weights = load_file(str(path / "trainable.safetensors"))
+    params = dict(model.named_parameters())
+    missing = [n for n in weights if n not in params]
+    if missing:
+        raise RcfdError(f"checkpoint '{path}' does not match the model (e.g. '{missing[0]}'); "
+                        f"resume with the run's own config")
+    with torch.no_grad():
+        for name, value in weights.items():
+            params[name].copy_(value)
+    blob = torch.load(path / "optimizer.pt", weights_only=False)
+    optimizer.load_state_dict(blob["optimizer"])
+    set_rng_state(blob["rng"])
+    return json.loads((path / "state.json").read_text())

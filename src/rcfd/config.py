@@ -1,0 +1,320 @@
+"""Typed configuration: dataclasses with a docstring per field, YAML files and ``key=value`` overrides.
+
+Every mistake a user can make in a config (unknown or misspelled field, wrong type, value out of
+range) becomes a one-line :class:`RcfdError` naming the field and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .errors import RcfdError
+
+OBJECTIVES = ("reward", "kl", "rcfd")
+REWARDS = ("loglik",)
+
+
+@dataclass
+class ModelConfig:
+    name: str = "smollm2-135m"
+    """Policy/reference: a hub id, a local checkpoint directory, 'smollm2-135m' or 'tiny-llama'."""
+    lora: bool = True
+    """Train LoRA adapters (the reference is then the model with adapters disabled)."""
+    lora_r: int = 32
+    """LoRA rank (paper: 32)."""
+    lora_alpha: int = 64
+    """LoRA scaling alpha (paper: 64)."""
+    lora_dropout: float = 0.0
+    """Dropout on the LoRA path (0 keeps old/new log-probs of PPO comparable)."""
+    lora_target_modules: list = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    """Module names that receive adapters."""
+
+
+@dataclass
+class DataConfig:
+    source: str = "wiki-offline"
+    """'wiki-offline' (packaged Wikipedia), a .jsonl/.csv/.parquet file, a dataset directory or a hub id."""
+    prompt_column: str = "prompt"
+    """Column with the prompt text (files and hub datasets)."""
+    demo_column: str = "demonstration"
+    """Column with the human demonstration (files and hub datasets)."""
+    split: str = "train"
+    """Split to read from a hub dataset or dataset directory."""
+    prompt_tokens: int = 32
+    """wiki-offline: prompt length P in tokens."""
+    demo_tokens: int = 48
+    """wiki-offline: demonstration length L in tokens (extracts shorter than P+L are skipped)."""
+    eval_demo_tokens: int = 96
+    """wiki-offline: length of the longer demonstration kept for the log-likelihood-vs-position curve."""
+    num_train: int = 2000
+    """Maximum number of training pairs."""
+    num_eval: int = 128
+    """Number of held-out pairs for evaluation."""
+    split_seed: int = 0
+    """Seed of the train/validation split (kept apart from train.seed so every run sees the same split)."""
+
+
+@dataclass
+class RewardConfig:
+    names: list = field(default_factory=lambda: ["loglik"])
+    """Rewards, one per column of R: 'loglik' or a callable 'module:function' (TRL reward signature)."""
+
+
+@dataclass
+class ObjectiveConfig:
+    name: str = "rcfd"
+    """'reward' (maximize R, β = 0), 'kl' (R − β·log π/π0) or 'rcfd' (−(R − R_demo)²)."""
+    beta: float = 0.1
+    """KL coefficient at the first step (objective 'kl')."""
+    beta_end: typing.Optional[float] = None
+    """If set, β moves linearly from beta to beta_end over training (paper: 0.1 → 0.3)."""
+
+
+@dataclass
+class GenerationConfig:
+    max_new_tokens: int = 48
+    """Completion length during training and evaluation."""
+    temperature: float = 1.0
+    """Sampling temperature (1.0 samples the policy itself, as the PPO ratio assumes)."""
+    top_p: float = 1.0
+    """Nucleus sampling threshold."""
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 40
+    """Number of RL steps (one rollout batch and one update each)."""
+    batch_size: int = 16
+    """Prompts (one completion each) per step."""
+    micro_batch_size: int = 16
+    """Sequences per forward/backward; the batch is accumulated in micro-batches of this size."""
+    learning_rate: float = 5e-4
+    """Adam learning rate."""
+    optimizer: str = "adamw"
+    """'adam' or 'adamw'."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    num_minibatches: int = 1
+    """Optimizer steps per pass over the rollout batch (PPO minibatches)."""
+    ppo_epochs: int = 1
+    """Passes of PPO updates over each rollout batch."""
+    clip_eps: float = 0.3
+    """PPO clip ε (paper: 0.3)."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm (0 disables)."""
+    seed: int = 0
+    """Seed for sampling, data order and initialization."""
+    threads: int = 0
+    """torch intra-op threads (0: leave torch's default)."""
+    save_every: int = 10
+    """Checkpoint every N steps (0: only at the end and on interruption)."""
+    keep_checkpoints: int = 2
+    """How many of the newest checkpoints to keep."""
+    sample_every: int = 10
+    """Write two samples to samples.jsonl every N steps (0: never)."""
+    skip_nonfinite: bool = False
+    """Drop samples with a non-finite reward (counted in metrics) instead of stopping the run."""
+
+
+@dataclass
+class EvalConfig:
+    bins: int = 10
+    """Histogram bins for alignment A = KL(ρ_demo ‖ ρ_policy) (shared, equal-width over both samples)."""
+    smoothing: float = 0.5
+    """Pseudo-count added to every histogram bin before normalizing."""
+    long_tokens: int = 96
+    """Generation length for the log-likelihood-vs-position curve (longer than training)."""
+    long_prompts: int = 32
+    """Prompts used for that curve."""
+    batch_size: int = 32
+    """Generation batch size during evaluation."""
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# Building from dicts, files and overrides
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value, tp, key: str):
+    """Check/convert ``value`` to the annotated type ``tp`` or raise a field-named error."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Union:  # Optional[X]
+        if value is None:
+            return None
+        (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _coerce(value, inner, key)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif tp is list:
+        if isinstance(value, list):
+            return value
+        if isinstance(value, str):  # --set reward.names=loglik
+            return [v.strip() for v in value.split(",") if v.strip()]
+    shown = repr(value) if len(repr(value)) < 60 else repr(value)[:57] + "..."
+    raise RcfdError(f"config field '{key}' must be {_type_name(tp)}, got {shown}")
+
+
+def _suggest(name: str, choices) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    return f"; did you mean '{close[0]}'?" if close else f"; valid fields: {', '.join(choices)}"
+
+
+def _build(cls, data, prefix: str):
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise RcfdError(f"config section '{prefix or 'top level'}' must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if not isinstance(key, str) or key not in names:
+            raise RcfdError(f"unknown config field '{full}'{_suggest(str(key), names)}")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = _build(tp, value, f"{full}.")
+        else:
+            kwargs[key] = _coerce(value, tp, full)
+    return cls(**kwargs)
+
+
+def _set_path(tree: dict, dotted: str, value) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise RcfdError(f"override '{dotted}': '{part}' is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    """'train.steps=10' -> ('train.steps', 10); values are parsed as YAML scalars."""
+    if "=" not in text:
+        raise RcfdError(f"override '{text}' must look like key=value, e.g. train.steps=10")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise RcfdError(f"override '{text}' has an empty key; write e.g. train.steps=10")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def load_yaml(path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise RcfdError(f"config file '{path}' does not exist; pass an existing YAML file to --config")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise RcfdError(f"config file '{path}' is not valid YAML ({first}); fix the syntax") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise RcfdError(f"config file '{path}' must hold a mapping of sections (model:, data:, ...)")
+    return data
+
+
+def make_config(base: dict | None = None, overrides=()) -> Config:
+    """Build and validate a Config from a dict (e.g. a YAML file) plus 'key=value' overrides."""
+    import copy
+
+    tree = copy.deepcopy(base or {})
+    for item in overrides:
+        key, value = parse_override(item) if isinstance(item, str) else item
+        _set_path(tree, key, value)
+    config = _build(Config, tree, "")
+    validate(config)
+    return config
+
+
+def load_config(path=None, overrides=()) -> Config:
+    return make_config(load_yaml(path) if path else {}, overrides)
+
+
+def _require(cond: bool, message: str) -> None:
+    if not cond:
+        raise RcfdError(message)
+
+
+def validate(c: Config) -> None:
+    """Range and choice checks, each naming the field and what to write instead."""
+    _require(c.objective.name in OBJECTIVES,
+             f"unknown objective '{c.objective.name}' in objective.name; choose one of {', '.join(OBJECTIVES)}")
+    _require(len(c.reward.names) > 0, "reward.names is empty; list at least one reward, e.g. [loglik]")
+    for name in c.reward.names:
+        _require(name in REWARDS or ":" in name,
+                 f"unknown reward '{name}' in reward.names; choose from {', '.join(REWARDS)} "
+                 f"or a Python callable written module:function")
+    _require(c.objective.beta >= 0, f"objective.beta must be >= 0, got {c.objective.beta}")
+    _require(c.objective.beta_end is None or c.objective.beta_end >= 0,
+             f"objective.beta_end must be >= 0, got {c.objective.beta_end}")
+    for key in ("steps", "batch_size", "micro_batch_size", "num_minibatches", "ppo_epochs"):
+        value = getattr(c.train, key)
+        _require(value >= 1, f"train.{key} must be >= 1, got {value}")
+    _require(c.train.batch_size % c.train.num_minibatches == 0,
+             f"train.batch_size ({c.train.batch_size}) must be divisible by train.num_minibatches ({c.train.num_minibatches})")
+    _require(c.train.learning_rate > 0, f"train.learning_rate must be > 0, got {c.train.learning_rate}")
+    _require(c.train.optimizer in ("adam", "adamw"), f"train.optimizer must be 'adam' or 'adamw', got '{c.train.optimizer}'")
+    _require(0 < c.train.clip_eps < 1, f"train.clip_eps must be in (0, 1), got {c.train.clip_eps}")
+    _require(c.train.max_grad_norm >= 0, f"train.max_grad_norm must be >= 0, got {c.train.max_grad_norm}")
+    _require(c.train.save_every >= 0, f"train.save_every must be >= 0, got {c.train.save_every}")
+    _require(c.train.keep_checkpoints >= 1, f"train.keep_checkpoints must be >= 1, got {c.train.keep_checkpoints}")
+    _require(c.train.sample_every >= 0, f"train.sample_every must be >= 0, got {c.train.sample_every}")
+    _require(c.train.threads >= 0, f"train.threads must be >= 0, got {c.train.threads}")
+    _require(c.generation.max_new_tokens >= 1, f"generation.max_new_tokens must be >= 1, got {c.generation.max_new_tokens}")
+    _require(c.generation.temperature > 0, f"generation.temperature must be > 0, got {c.generation.temperature}")
+    _require(0 < c.generation.top_p <= 1, f"generation.top_p must be in (0, 1], got {c.generation.top_p}")
+    for key in ("prompt_tokens", "demo_tokens", "num_train", "num_eval"):
+        value = getattr(c.data, key)
+        _require(value >= 1, f"data.{key} must be >= 1, got {value}")
+    _require(c.data.eval_demo_tokens >= c.data.demo_tokens,
+             f"data.eval_demo_tokens ({c.data.eval_demo_tokens}) must be >= data.demo_tokens ({c.data.demo_tokens})")
+    _require(c.model.lora_r >= 1, f"model.lora_r must be >= 1, got {c.model.lora_r}")
+    _require(0 <= c.model.lora_dropout < 1, f"model.lora_dropout must be in [0, 1), got {c.model.lora_dropout}")
+    _require(c.eval.bins >= 2, f"eval.bins must be >= 2, got {c.eval.bins}")
+    _require(c.eval.smoothing >= 0, f"eval.smoothing must be >= 0, got {c.eval.smoothing}")
+    for key in ("long_tokens", "long_prompts", "batch_size"):
+        value = getattr(c.eval, key)
+        _require(value >= 1, f"eval.{key} must be >= 1, got {value}")

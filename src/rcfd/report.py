@@ -1,0 +1,46 @@
+"""Human-readable output of evaluation results (terminal tables; plots live in later modules)."""
+
+from __future__ import annotations
+
+COLUMNS = [
+    ("reward", lambda r: f"{r['reward_mean']:.3f}±{r['reward_std']:.2f}"),
+    ("align A", lambda r: f"{r['alignment']:.3f}"),
+    ("W1", lambda r: f"{r['wasserstein']:.3f}"),
+    ("length", lambda r: f"{r['mean_length']:.1f}"),
+    ("distinct-2", lambda r: f"{r['distinct_2']:.3f}"),
+    ("rep-4", lambda r: f"{r['repetition_4']:.3f}"),
+    ("KL(ref)", lambda r: f"{r['kl_to_ref']:.2f}"),
+]
+
+
+def demo_row(result: dict) -> dict:
+    """The demonstrations' own figures, shaped like a run's."""
+    return {
+        "reward_mean": result["demo_reward_mean"], "reward_std": result["demo_reward_std"],
+        "alignment": 0.0, "wasserstein": 0.0, "mean_length": result["demo_mean_length"],
+        "distinct_2": result["demo_distinct_2"], "repetition_4": result["demo_repetition_4"], "kl_to_ref": float("nan"),
+    }
+
+
+def format_table(runs: dict[str, dict]) -> str:
+    if not runs:
+        return "(no runs)"
+    rows = {"demonstrations": demo_row(next(iter(runs.values())))}
+    rows.update(runs)
+    header = ["run"] + [name for name, _ in COLUMNS]
+    body = [[name] + [fmt(r) for _, fmt in COLUMNS] for name, r in rows.items()]
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *body)]
+    line = lambda cells: "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
+    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(b) for b in body])
+
+
+def print_table(runs: dict[str, dict]) -> None:
+    print(format_table(runs))
+
+
+def print_samples(runs: dict[str, dict], n: int = 2, width: int = 160) -> None:
+    for name, result in runs.items():
+        print(f"\n--- samples: {name}")
+        for s in result.get("samples", [])[:n]:
+            text = (s["prompt"] + " ▶ " + s["completion"]).replace("\n", " ")
+            print(f"  [{s['reward']:.2f}] {text[:width]}")

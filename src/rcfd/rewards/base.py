@@ -1,0 +1,56 @@
+"""The reward protocol and a stack of rewards evaluated together."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import torch
+
+from ..errors import NonFiniteError
+
+
+@runtime_checkable
+class Reward(Protocol):
+    name: str
+    """Short name used in logs (``rewards/<name>/mean``)."""
+
+    def identity(self) -> str:
+        """Everything that changes the reward's values (model, settings): the cache key."""
+
+    def __call__(self, prompts: list[str], completions: list[str], **kwargs) -> torch.Tensor:
+        """Scores of shape [B]."""
+
+
+class RewardStack:
+    """K rewards evaluated on the same batch: returns R of shape [B, K]."""
+
+    def __init__(self, rewards: list):
+        self.rewards = list(rewards)
+        self.names = [r.name for r in self.rewards]
+
+    @property
+    def needs_ref_logprobs(self) -> bool:
+        return any(getattr(r, "needs_ref_logprobs", False) for r in self.rewards)
+
+    def identity(self) -> str:
+        return "|".join(r.identity() for r in self.rewards)
+
+    def __call__(self, prompts, completions, **kwargs) -> torch.Tensor:
+        columns = []
+        for reward in self.rewards:
+            value = torch.as_tensor(reward(prompts, completions, **kwargs), dtype=torch.float32)
+            if value.shape != (len(prompts),):
+                raise ValueError(f"reward '{reward.name}' returned shape {tuple(value.shape)}, expected ({len(prompts)},)")
+            columns.append(value)
+        return torch.stack(columns, -1)
+
+
+def check_finite(values: torch.Tensor, what: str, step: int | None = None) -> None:
+    bad = ~torch.isfinite(values)
+    if bad.any():
+        where = f" at step {step}" if step is not None else ""
+        rows = bad.reshape(bad.shape[0], -1).any(-1).nonzero().flatten().tolist()
+        raise NonFiniteError(
+            f"{what} is not finite{where} (rows {rows[:8]}); check the reward function, or set "
+            f"train.skip_nonfinite=true to drop such samples"
+        )

@@ -1,0 +1,49 @@
+"""Demonstration rewards R(x, y_d), computed once and cached on disk.
+
+The key combines the reward stack's identity, a content fingerprint of the pairs and the
+truncation length, so any change to the reward, the model or the data invalidates it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ..data import fingerprint
+from ..logprobs import decode_completions, encode_pairs
+from ..models import cache_dir
+
+
+def demo_cache_path(rewards, dataset, max_tokens: int) -> Path:
+    key = hashlib.sha256(f"{rewards.identity()}|{fingerprint(dataset)}|{max_tokens}".encode()).hexdigest()[:24]
+    return cache_dir() / "demo_rewards" / f"{key}.pt"
+
+
+def demo_rewards(rewards, dataset, tokenizer, max_tokens: int, batch_size: int = 32,
+                 column: str = "demonstration", desc: str = "demonstration rewards") -> torch.Tensor:
+    """[N, K] rewards of each demonstration (truncated to ``max_tokens`` tokens), cached on disk."""
+    path = demo_cache_path(rewards, dataset, max_tokens) if column == "demonstration" else None
+    if path is not None and path.exists():
+        cached = torch.load(path)
+        if cached.shape[0] == len(dataset):
+            return cached
+    prompts, demos = list(dataset["prompt"]), list(dataset[column])
+    parts = []
+    for i in tqdm(range(0, len(prompts), batch_size), desc=desc, leave=False):
+        p, d = prompts[i:i + batch_size], demos[i:i + batch_size]
+        rollout = encode_pairs(tokenizer, p, d, max_tokens)
+        texts = decode_completions(tokenizer, rollout)
+        parts.append(rewards(p, texts, rollout=rollout))
+    values = torch.cat(parts, 0)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        os.close(fd)
+        torch.save(values, tmp)
+        os.replace(tmp, path)
+    return values

@@ -1,0 +1,292 @@
+"""The RL loop: rollout → reward → objective → whitened advantage → PPO-clip update.
+
+One step, top to bottom (:meth:`Trainer.step`):
+  1. sample one completion per prompt from π_θ (temperature 1), keeping its token log-probs;
+  2. score with the reference (log π_0 per token) and the rewards R [B, K];
+  3. objective: R (β = 0), R − β·Σ log π_θ/π_0, or RCfD −(R − R_demo)²;
+  4. advantage A = (obj − mean_batch) / std_batch (paper: whitened batch baseline);
+  5. loss = −mean_seq mean_t min(ρ_t A, clip(ρ_t, 1−ε, 1+ε) A), ρ_t = π_θ(y_t)/π_old(y_t) (PPO).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from tqdm.auto import tqdm
+
+from . import checkpoint as ckpt
+from . import metrics as M
+from .config import Config
+from .data import build_datasets
+from .errors import NonFiniteError, RcfdError
+from .evaluate import evaluate
+from .files import append_jsonl, write_json, write_text
+from .logprobs import reference_logprobs, token_logprobs
+from .models import describe, load_policy
+from .objectives import beta_at, objective_values, whiten
+from .rewards import build_rewards
+from .rewards.base import check_finite
+from .rewards.demo_cache import demo_rewards
+from .rollout import generate
+
+
+def batch_indices(step: int, n: int, batch_size: int, seed: int) -> list[int]:
+    """Indices of the prompts for ``step``: epochs of seeded permutations (a pure function of step)."""
+    start = step * batch_size
+    out = []
+    while len(out) < batch_size:
+        epoch, offset = divmod(start + len(out), n)
+        perm = np.random.default_rng([seed, epoch]).permutation(n)
+        take = min(batch_size - len(out), n - offset)
+        out.extend(perm[offset:offset + take].tolist())
+    return out
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def prepare_out_dir(out: Path, resume: bool) -> Path:
+    """Create (or, on resume, reuse) the run directory, failing early if it cannot be written."""
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"0" * 1024)
+        probe.unlink()
+    except OSError as exc:
+        raise RcfdError(f"cannot write to output directory '{out}' ({exc.strerror}); choose another --out") from None
+    if not resume and (out / "metrics.jsonl").exists():
+        raise RcfdError(f"'{out}' already holds a run; continue it with --resume {out} or choose another --out")
+    return out
+
+
+class Trainer:
+    """Trains one policy with one objective; see the module docstring for the step."""
+
+    def __init__(self, config: Config, out_dir, *, resume: bool = False, progress: bool = True):
+        self.config = config
+        self.progress = progress
+        self.out = prepare_out_dir(out_dir, resume)
+        self.resume = resume
+        c = config
+        if c.train.threads:
+            torch.set_num_threads(c.train.threads)
+        seed_everything(c.train.seed)
+        self.policy, self.tokenizer, self.reference = load_policy(c.model)
+        self.model_id = c.model.name
+        self.train_ds, self.eval_ds = build_datasets(c.data, self.tokenizer)
+        self.rewards = build_rewards(c.reward.names, policy=self.policy, reference=self.reference,
+                                     tokenizer=self.tokenizer, model_id=self.model_id)
+        self.demo_train = None
+        if c.objective.name == "rcfd":
+            self.demo_train = demo_rewards(self.rewards, self.train_ds, self.tokenizer,
+                                           c.generation.max_new_tokens, desc="demonstration rewards (train)")
+            check_finite(self.demo_train, "a demonstration reward")
+        params = [p for p in self.policy.parameters() if p.requires_grad]
+        opt_cls = torch.optim.AdamW if c.train.optimizer == "adamw" else torch.optim.Adam
+        self.optimizer = opt_cls(params, lr=c.train.learning_rate, weight_decay=c.train.weight_decay)
+        self.step_idx = 0
+        self.skipped = 0
+        self.metrics_path = self.out / "metrics.jsonl"
+        self.samples_path = self.out / "samples.jsonl"
+        if resume:
+            self._resume()
+        write_text(self.out / "config.yaml", yaml.safe_dump(c.to_dict(), sort_keys=False))
+
+    # ------------------------------------------------------------------ checkpoints
+    def _resume(self) -> None:
+        path = ckpt.latest_checkpoint(self.out / "checkpoints")
+        if path is None:
+            # Nothing complete was saved: start over, dropping partial logs.
+            for p in (self.metrics_path, self.samples_path):
+                p.unlink(missing_ok=True)
+            return
+        state = ckpt.load_checkpoint(path, self.policy, self.optimizer)
+        self.step_idx, self.skipped = state["step"], state["skipped"]
+        # Logs are cut back to what the checkpoint saw, so a resumed run writes each step once.
+        for name in ("metrics.jsonl", "samples.jsonl"):
+            saved = path / name
+            target = self.out / name
+            if saved.exists():
+                target.write_bytes(saved.read_bytes())
+            else:
+                target.unlink(missing_ok=True)
+
+    def save(self) -> Path:
+        state = {"step": self.step_idx, "skipped": self.skipped,
+                 "beta": self.beta(self.step_idx), "config": self.config.to_dict()}
+        return ckpt.save_checkpoint(self.out / "checkpoints", self.step_idx, self.policy, self.optimizer, state,
+                                    extra_files=(self.metrics_path, self.samples_path),
+                                    keep=self.config.train.keep_checkpoints)
+
+    def beta(self, step: int) -> float:
+        o = self.config.objective
+        return beta_at(step, self.config.train.steps, o.beta, o.beta_end) if o.name == "kl" else 0.0
+
+    # ------------------------------------------------------------------ one RL step
+    def step(self):
+        """One RL step; returns (metrics record, prompts, completions, rewards)."""
+        c = self.config
+        t0 = time.perf_counter()
+        idx = batch_indices(self.step_idx, len(self.train_ds), c.train.batch_size, c.train.seed)
+        prompts = [self.train_ds[i]["prompt"] for i in idx]
+
+        # 1. rollout: completions and their log-probs under the sampling policy ("old" for PPO)
+        rollout, texts, old_logp = generate(self.policy, self.tokenizer, prompts, c.generation, want_logprobs=True)
+        t_gen = time.perf_counter()
+
+        # 2. reference log-probs (KL, and the log-likelihood reward) and rewards R [B, K]
+        ref_logp = reference_logprobs(self.policy, self.reference, rollout, c.train.micro_batch_size)
+        rewards = self.rewards(prompts, texts, rollout=rollout, ref_logprobs=ref_logp)
+        logratio = (old_logp - ref_logp).sum(-1)  # Σ_t log π_θ/π_0: sampled KL estimate per sequence
+        demo = self.demo_train[idx] if self.demo_train is not None else None
+
+        keep = torch.isfinite(rewards).all(-1)
+        n_bad = int((~keep).sum())
+        if n_bad:
+            if not c.train.skip_nonfinite or n_bad == len(keep):
+                self.save()
+                check_finite(rewards, "the reward", self.step_idx)
+            self.skipped += n_bad
+            rows = keep.nonzero().flatten()
+            rollout, old_logp, rewards, logratio = rollout.select(rows), old_logp[rows], rewards[rows], logratio[rows]
+            demo = demo[rows] if demo is not None else None
+            texts = [texts[i] for i in rows.tolist()]
+
+        # 3. objective and 4. whitened batch baseline
+        beta = self.beta(self.step_idx)
+        objective = objective_values(c.objective.name, rewards, demo_rewards=demo, logratio=logratio, beta=beta)
+        advantages = whiten(objective)
+
+        # 5. PPO-clip update, accumulated over micro-batches of the rollout batch
+        stats = self.update(rollout, old_logp, advantages)
+        t_end = time.perf_counter()
+
+        lengths = rollout.lengths().float()
+        record = {
+            "step": self.step_idx + 1,
+            "objective": float(objective.mean()),
+            "reward": float(rewards[:, 0].mean()),
+            "reward_std": float(rewards[:, 0].std(unbiased=False)),
+            "kl": float(logratio.mean()),
+            "beta": beta,
+            "completions/mean_length": float(lengths.mean()),
+            "distinct_2": M.distinct_n([r[m.bool()].tolist() for r, m in zip(rollout.completion_ids, rollout.completion_mask)], 2),
+            "skipped_samples": self.skipped,
+            **stats,
+        }
+        timing = {"step": self.step_idx + 1, "generation_s": t_gen - t0, "step_s": t_end - t0}
+        for k, name in enumerate(self.rewards.names):
+            record[f"rewards/{name}/mean"] = float(rewards[:, k].mean())
+            if demo is not None:
+                record[f"rewards/{name}/demo_mean"] = float(demo[:, k].mean())
+        self.step_idx += 1
+        self.last_timing = timing
+        return record, prompts, texts, rewards
+
+    def update(self, rollout, old_logp, advantages) -> dict:
+        """PPO-clip: ``ppo_epochs`` passes, each split into ``num_minibatches`` optimizer steps."""
+        c = self.config.train
+        self.policy.train()
+        n = len(rollout)
+        size = n // c.num_minibatches if n % c.num_minibatches == 0 else n
+        params = [p for p in self.policy.parameters() if p.requires_grad]
+        losses, clipped, grad_norms = [], [], []
+        for _ in range(c.ppo_epochs):
+            for start in range(0, n, size):
+                self.optimizer.zero_grad(set_to_none=True)
+                total = 0.0
+                for i in range(start, min(start + size, n), c.micro_batch_size):
+                    j = min(i + c.micro_batch_size, start + size, n)
+                    mb = rollout.select(slice(i, j))
+                    mask = mb.completion_mask.float()
+                    adv = advantages[i:j, None]
+                    logp = token_logprobs(self.policy, mb)
+                    ratio = torch.exp(logp - old_logp[i:j])  # ρ_t = π_θ / π_old per token
+                    surrogate = torch.min(ratio * adv, torch.clamp(ratio, 1 - c.clip_eps, 1 + c.clip_eps) * adv)
+                    per_seq = -(surrogate * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+                    loss = per_seq.sum() / size  # micro-batches add up to the minibatch mean
+                    if not torch.isfinite(loss):
+                        self.save()
+                        raise NonFiniteError(f"the loss is not finite at step {self.step_idx + 1}; state saved "
+                                             f"(resume with --resume), lower train.learning_rate or check the rewards")
+                    loss.backward()
+                    total += loss.item()
+                    outside = ((ratio.detach() - 1).abs() > c.clip_eps).float()
+                    clipped.append(float((outside * mask).sum() / mask.sum().clamp(min=1)))
+                norm = torch.nn.utils.clip_grad_norm_(params, c.max_grad_norm if c.max_grad_norm > 0 else math.inf)
+                self.optimizer.step()
+                losses.append(total)
+                grad_norms.append(float(norm))
+        return {"loss": float(np.mean(losses)), "clip_ratio": float(np.mean(clipped)),
+                "grad_norm": float(np.mean(grad_norms))}
+
+    # ------------------------------------------------------------------ the loop
+    def train(self, steps: int | None = None) -> dict:
+        """Run until ``train.steps`` (or ``steps`` more), checkpointing; return the last record."""
+        c = self.config
+        end = c.train.steps if steps is None else min(c.train.steps, self.step_idx + steps)
+        record = {}
+        bar = tqdm(total=c.train.steps, initial=self.step_idx, desc=f"train {c.objective.name}",
+                   disable=not self.progress, dynamic_ncols=True)
+        try:
+            while self.step_idx < end:
+                record, prompts, texts, rewards = self.step()
+                append_jsonl(self.metrics_path, record)  # deterministic: no wall-clock values
+                append_jsonl(self.out / "timings.jsonl", self.last_timing)
+                if c.train.sample_every and (self.step_idx % c.train.sample_every == 0 or self.step_idx == 1):
+                    for p, t, r in list(zip(prompts, texts, rewards[:, 0].tolist()))[:2]:
+                        append_jsonl(self.samples_path, {"step": self.step_idx, "prompt": p, "completion": t, "reward": r})
+                bar.set_postfix(reward=f"{record['reward']:.3f}", kl=f"{record['kl']:.2f}",
+                                len=f"{record['completions/mean_length']:.0f}")
+                bar.update()
+                if c.train.save_every and self.step_idx % c.train.save_every == 0 and self.step_idx < end:
+                    self.save()
+        except KeyboardInterrupt:
+            self.save()
+            raise
+        finally:
+            bar.close()
+        self.save()
+        return record
+
+    def export(self) -> Path:
+        """Save the final adapter (LoRA) or model with ``save_pretrained`` into ``OUT/final``."""
+        final = self.out / "final"
+        self.policy.save_pretrained(final)
+        self.tokenizer.save_pretrained(final)
+        return final
+
+    def evaluate(self, base: bool = False, demo_eval=None) -> dict:
+        c = self.config
+        if demo_eval is None:
+            demo_eval = demo_rewards(self.rewards, self.eval_ds, self.tokenizer, c.generation.max_new_tokens,
+                                     desc="demonstration rewards (eval)")
+        return evaluate(self.policy, self.reference, self.tokenizer, self.eval_ds, self.rewards, demo_eval, c,
+                        base=base, seed=c.train.seed, desc="base" if base else c.objective.name)
+
+
+def run_training(config: Config, out_dir, *, resume: bool = False, progress: bool = True, evaluate_after: bool = True):
+    """Train (or resume) a run, export it and write ``summary.json``; return the summary."""
+    t0 = time.perf_counter()
+    trainer = Trainer(config, out_dir, resume=resume, progress=progress)
+    trainer.train()
+    trainer.export()
+    wall = time.perf_counter() - t0
+    summary = {"objective": config.objective.name, "steps": trainer.step_idx, "train_seconds": wall}
+    if evaluate_after:
+        summary.update(trainer.evaluate())
+        summary["wall_seconds"] = time.perf_counter() - t0
+    write_json(Path(out_dir) / "summary.json", summary)
+    return trainer, summary
+

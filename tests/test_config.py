@@ -1,0 +1,52 @@
+import pytest
+
+from rcfd.config import Config, load_config, make_config, parse_override
+from rcfd.errors import RcfdError
+
+
+def test_defaults_validate():
+    c = make_config({})
+    assert isinstance(c, Config)
+    assert c.model.lora_r == 32 and c.model.lora_alpha == 64 and c.train.clip_eps == 0.3
+
+
+def test_overrides_are_typed():
+    c = make_config({}, ["train.steps=7", "objective.name=kl", "objective.beta_end=0.3", "reward.names=loglik"])
+    assert c.train.steps == 7 and c.objective.name == "kl" and c.objective.beta_end == 0.3
+    assert c.reward.names == ["loglik"]
+    assert parse_override("a.b=[1, 2]") == ("a.b", [1, 2])
+
+
+@pytest.mark.parametrize(
+    "data,overrides,needle",
+    [
+        ({"train": {"stpes": 3}}, [], "did you mean 'steps'"),
+        ({"trian": {}}, [], "did you mean 'train'"),
+        ({}, ["objective.name=ppo"], "unknown objective 'ppo'"),
+        ({}, ["train.steps=abc"], "train.steps' must be int"),
+        ({}, ["train.steps=0"], "train.steps must be >= 1"),
+        ({}, ["train.clip_eps=2"], "train.clip_eps must be in (0, 1)"),
+        ({}, ["reward.names=nonsense"], "unknown reward 'nonsense'"),
+        ({"model": 3}, [], "section 'model.' must be a mapping"),
+        ({}, ["train.batch_size=10", "train.num_minibatches=3"], "divisible"),
+        ({}, ["novalue"], "must look like key=value"),
+    ],
+)
+def test_bad_config_names_the_field(data, overrides, needle):
+    with pytest.raises(RcfdError) as info:
+        make_config(data, overrides)
+    assert needle in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_and_invalid_files(tmp_path):
+    with pytest.raises(RcfdError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed")
+    with pytest.raises(RcfdError, match="not valid YAML"):
+        load_config(bad)
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- 1\n- 2\n")
+    with pytest.raises(RcfdError, match="must hold a mapping"):
+        load_config(listy)

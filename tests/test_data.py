@@ -1,0 +1,80 @@
+import json
+
+import pytest
+
+from rcfd.config import DataConfig
+from rcfd.data import build_datasets, fingerprint
+from rcfd.errors import RcfdError
+
+
+def test_wiki_split_is_deterministic_and_disjoint(tiny_tokenizer):
+    cfg = DataConfig(prompt_tokens=8, demo_tokens=12, eval_demo_tokens=20, num_train=200, num_eval=40)
+    train, ev = build_datasets(cfg, tiny_tokenizer)
+    train2, ev2 = build_datasets(cfg, tiny_tokenizer)
+    assert len(train) == 200 and len(ev) == 40
+    assert fingerprint(train) == fingerprint(train2) and fingerprint(ev) == fingerprint(ev2)
+    assert not set(ev["prompt"]) & set(train["prompt"])
+    for p, d in zip(list(ev["prompt"])[:10], list(ev["demonstration"])[:10]):
+        assert len(tiny_tokenizer(p, add_special_tokens=False)["input_ids"]) in range(7, 10)
+        assert 0 < len(tiny_tokenizer(d, add_special_tokens=False)["input_ids"]) <= 14
+    # a different split seed gives a different split
+    _, ev3 = build_datasets(DataConfig(**{**cfg.__dict__, "split_seed": 1}), tiny_tokenizer)
+    assert fingerprint(ev3) != fingerprint(ev)
+
+
+def _rows(n=20):
+    return [{"question": f"prompt number {i}", "answer": f"answer {i}"} for i in range(n)]
+
+
+def test_jsonl_csv_parquet_files(tmp_path, tiny_tokenizer):
+    import pandas as pd
+
+    rows = _rows()
+    (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    pd.DataFrame(rows).to_csv(tmp_path / "d.csv", index=False)
+    pd.DataFrame(rows).to_parquet(tmp_path / "d.parquet")
+    for name in ("d.jsonl", "d.csv", "d.parquet"):
+        cfg = DataConfig(source=str(tmp_path / name), prompt_column="question", demo_column="answer", num_eval=4)
+        train, ev = build_datasets(cfg, tiny_tokenizer)
+        assert len(train) == 16 and len(ev) == 4
+        assert set(train["prompt"]) | set(ev["prompt"]) == {r["question"] for r in rows}
+
+
+def test_hub_code_path_on_local_dataset_dir(tmp_path, tiny_tokenizer):
+    """A hub id goes through datasets.load_dataset; a local data directory exercises that path offline."""
+    folder = tmp_path / "my_dataset"
+    folder.mkdir()
+    (folder / "train.jsonl").write_text("\n".join(json.dumps(r) for r in _rows()))
+    cfg = DataConfig(source=str(folder), prompt_column="question", demo_column="answer", num_eval=5)
+    train, ev = build_datasets(cfg, tiny_tokenizer)
+    assert len(ev) == 4 and len(train) == 16  # eval capped at a fifth of the data
+
+
+def test_saved_dataset_directory(tmp_path, tiny_tokenizer):
+    import datasets
+
+    datasets.Dataset.from_list(_rows()).save_to_disk(str(tmp_path / "saved"))
+    cfg = DataConfig(source=str(tmp_path / "saved"), prompt_column="question", demo_column="answer")
+    train, ev = build_datasets(cfg, tiny_tokenizer)
+    assert len(train) + len(ev) == 20
+
+
+def test_missing_demo_column(tmp_path, tiny_tokenizer):
+    (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in _rows()))
+    cfg = DataConfig(source=str(tmp_path / "d.jsonl"), prompt_column="question")
+    with pytest.raises(RcfdError, match="no column 'demonstration'.*data.demo_column"):
+        build_datasets(cfg, tiny_tokenizer)
+
+
+def test_empty_prompt(tmp_path, tiny_tokenizer):
+    rows = _rows()
+    rows[3]["question"] = "   "
+    (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    cfg = DataConfig(source=str(tmp_path / "d.jsonl"), prompt_column="question", demo_column="answer")
+    with pytest.raises(RcfdError, match="row 3 .* empty prompt"):
+        build_datasets(cfg, tiny_tokenizer)
+
+
+def test_missing_file(tmp_path, tiny_tokenizer):
+    with pytest.raises(RcfdError, match="not an existing"):
+        build_datasets(DataConfig(source=str(tmp_path / "nope.jsonl")), tiny_tokenizer)

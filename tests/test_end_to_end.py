@@ -1,0 +1,123 @@
+"""Train + eval on the tiny model through the CLI: files, summary, determinism, resume, failures."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import TINY
+from rcfd.cli import main
+
+SUMMARY_KEYS = {
+    "objective", "reward_mean", "reward_std", "demo_reward_mean", "demo_reward_std", "alignment", "wasserstein",
+    "mean_length", "demo_mean_length", "distinct_2", "demo_distinct_2", "repetition_4", "demo_repetition_4",
+    "kl_to_ref", "wall_seconds", "loglik_by_position",
+}
+
+
+def _train(out, *extra):
+    return main(["train", "--config", str(TINY), "--out", str(out), "--quiet", *extra])
+
+
+def _final_weights(run):
+    return load_file(str(sorted((run / "checkpoints").glob("step-*"))[-1] / "trainable.safetensors"))
+
+
+def test_train_and_eval_end_to_end(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert _train(run) == 0
+    for name in ("config.yaml", "metrics.jsonl", "samples.jsonl", "summary.json", "final/adapter_config.json"):
+        assert (run / name).exists(), name
+    summary = json.loads((run / "summary.json").read_text())
+    assert SUMMARY_KEYS <= set(summary)
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 4 and json.loads(lines[-1])["step"] == 4
+    assert "demonstrations" in capsys.readouterr().out
+    assert main(["eval", str(run), "--quiet"]) == 0
+    evaluated = json.loads((run / "eval.json").read_text())
+    assert evaluated["reward_mean"] == pytest.approx(summary["reward_mean"], abs=1e-5)
+
+
+@pytest.mark.parametrize("objective", ["reward", "kl"])
+def test_other_objectives_run(tmp_path, objective):
+    assert _train(tmp_path / objective, "--steps", "2", "--no-eval", "--set", f"objective.name={objective}",
+                  "--set", "objective.beta_end=0.2") == 0
+
+
+def test_same_seed_same_metrics(tmp_path):
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    for run in (a, b):
+        assert _train(run, "--no-eval") == 0
+    assert _train(c, "--no-eval", "--seed", "1") == 0
+    assert (a / "metrics.jsonl").read_text() == (b / "metrics.jsonl").read_text()
+    assert (a / "metrics.jsonl").read_text() != (c / "metrics.jsonl").read_text()
+
+
+def test_resume_continues_exactly(tmp_path):
+    """6 steps straight == 3 steps, stop, resume for 3 more: same metrics and final weights."""
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert _train(straight, "--no-eval", "--steps", "6") == 0
+    assert _train(split, "--no-eval", "--steps", "3") == 0
+    assert main(["train", "--resume", str(split), "--steps", "6", "--no-eval", "--quiet"]) == 0
+    assert (straight / "metrics.jsonl").read_text() == (split / "metrics.jsonl").read_text()
+    w1, w2 = _final_weights(straight), _final_weights(split)
+    assert w1.keys() == w2.keys() and len(w1) > 0
+    assert all(torch.equal(w1[k], w2[k]) for k in w1)
+
+
+def test_nan_reward_stops_with_resumable_checkpoint(tmp_path, capsys):
+    run = tmp_path / "nan"
+    code = _train(run, "--no-eval", "--set", "reward.names=reward_fixtures:nan_after_first",
+                  "--set", "objective.name=reward")
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert "not finite at step 2" in err and "skip_nonfinite" in err and len(err.splitlines()) == 1
+    ckpts = list((run / "checkpoints").glob("step-*"))
+    assert [p.name for p in ckpts] == ["step-000001"]
+    assert (ckpts[0] / "manifest.json").exists()
+
+
+def test_skip_nonfinite_counts_samples(tmp_path):
+    run = tmp_path / "skip"
+    assert _train(run, "--no-eval", "--steps", "3", "--set", "reward.names=reward_fixtures:nan_after_first",
+                  "--set", "objective.name=reward", "--set", "train.skip_nonfinite=true") == 0
+    last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["skipped_samples"] == 2
+
+
+def _cli(*args, cwd=None):
+    import os
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    return subprocess.run([sys.executable, "-m", "rcfd.cli", *args], capture_output=True, text=True, env=env, cwd=cwd)
+
+
+@pytest.mark.parametrize(
+    "setup,args,needle",
+    [
+        (None, ["train", "--config", "missing.yaml", "--out", "o"], "does not exist"),
+        ("train:\n  stpes: 3\n", ["train", "--config", "c.yaml", "--out", "o"], "did you mean 'steps'"),
+        ("objective:\n  name: ppo\n", ["train", "--config", "c.yaml", "--out", "o"], "unknown objective 'ppo'"),
+        (None, ["train", "--config", str(TINY), "--out", "o", "--set", "data.source=d.jsonl",
+                "--set", "data.prompt_column=question"], "no column 'demonstration'"),
+        (None, ["train", "--config", str(TINY), "--out", "o", "--set", "data.source=empty.jsonl"], "empty prompt"),
+        (None, ["train", "--config", str(TINY), "--out", "o", "--set", "reward.names=reward_fixtures:always_nan",
+                "--set", "objective.name=reward", "--no-eval"], "not finite"),
+    ],
+)
+def test_cli_errors_are_one_line(tmp_path, setup, args, needle):
+    if setup:
+        (tmp_path / "c.yaml").write_text(setup)
+    (tmp_path / "d.jsonl").write_text("\n".join(json.dumps({"question": f"q {i}", "answer": "a"}) for i in range(9)))
+    (tmp_path / "empty.jsonl").write_text("\n".join(json.dumps({"prompt": "" if i == 2 else "p", "demonstration": "d"})
+                                                    for i in range(9)))
+    proc = _cli(*args, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    lines = [l for l in proc.stderr.splitlines() if l.startswith("rcfd: error:")]
+    assert len(lines) == 1 and needle in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    debug = _cli(*args, "--debug", cwd=tmp_path)
+    assert "Traceback" in debug.stderr

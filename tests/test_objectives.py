@@ -1,0 +1,63 @@
+import math
+
+import pytest
+import torch
+
+from rcfd.objectives import beta_at, calibrated, kl_penalized, objective_values, rcfd, whiten
+
+
+def test_whiten_hand_computed():
+    x = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    # mean 2.5, population std sqrt(1.25)
+    expected = (x - 2.5) / math.sqrt(1.25)
+    assert torch.allclose(whiten(x), expected, atol=1e-6)
+
+
+def test_whiten_constant_is_zero():
+    assert torch.equal(whiten(torch.full((5,), 3.0)), torch.zeros(5))
+
+
+def test_rcfd_single_reward():
+    r = torch.tensor([[-1.0], [-2.0], [-3.5]])
+    rd = torch.tensor([[-2.0], [-2.0], [-3.0]])
+    assert torch.allclose(rcfd(r, rd), torch.tensor([-1.0, 0.0, -0.25]))
+
+
+def test_rcfd_multi_reward_whitens_each_then_sums():
+    r = torch.tensor([[1.0, 10.0], [2.0, 20.0], [4.0, 40.0]])
+    rd = torch.tensor([[1.0, 20.0], [1.0, 20.0], [1.0, 20.0]])
+    # calibrated: col0 = -[0, 1, 9], col1 = -[100, 0, 400]
+    c0 = torch.tensor([0.0, -1.0, -9.0])
+    c1 = torch.tensor([-100.0, 0.0, -400.0])
+    z = lambda v: (v - v.mean()) / v.std(unbiased=False)  # noqa: E731
+    expected = z(c0) + z(c1)
+    assert torch.allclose(calibrated(r, rd), torch.stack([c0, c1], -1))
+    assert torch.allclose(rcfd(r, rd), expected, atol=1e-5)
+    # scale of one reward does not change its weight: multiplying reward 1 by 1000 leaves the sum
+    r2, rd2 = r.clone(), rd.clone()
+    r2[:, 1] *= 1000
+    rd2[:, 1] *= 1000
+    assert torch.allclose(rcfd(r2, rd2), expected, atol=1e-4)
+
+
+def test_kl_penalty():
+    r = torch.tensor([[1.0], [2.0]])
+    logratio = torch.tensor([3.0, -1.0])
+    assert torch.allclose(kl_penalized(r, logratio, 0.5), torch.tensor([-0.5, 2.5]))
+
+
+def test_reward_objective_sums_rewards():
+    r = torch.tensor([[1.0, 2.0], [3.0, -1.0]])
+    assert torch.allclose(objective_values("reward", r), torch.tensor([3.0, 2.0]))
+
+
+def test_beta_schedule():
+    assert beta_at(0, 11, 0.1, 0.3) == pytest.approx(0.1)
+    assert beta_at(5, 11, 0.1, 0.3) == pytest.approx(0.2)
+    assert beta_at(10, 11, 0.1, 0.3) == pytest.approx(0.3)
+    assert beta_at(7, 11, 0.2, None) == 0.2
+
+
+def test_unknown_objective():
+    with pytest.raises(ValueError):
+        objective_values("nope", torch.zeros(2, 1))
