@@ -78,3 +78,24 @@ def test_sigkill_at_random_moments_then_resume(tmp_path, capsys):
         print(f"\ncrash trials: {survived}/{TRIALS} resumed to identical results; kills: {hits}")
     assert survived == TRIALS
     assert hits.count("checkpoint-write") >= 3
+
+
+def test_ctrl_c_stops_at_step_boundary_and_resumes_exactly(tmp_path):
+    reference = tmp_path / "reference"
+    assert main(["train", "--config", str(TINY), "--out", str(reference), *ARGS]) == 0
+    run = tmp_path / "interrupted"
+    proc = _spawn("train", "--config", str(TINY), "--out", str(run), *ARGS)
+    deadline = time.time() + 120
+    while not (run / "metrics.jsonl").exists() and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    if proc.returncode == 0:
+        pytest.skip("the run finished before the signal arrived")
+    assert proc.returncode == 130 and "--resume" in err
+    saved = latest_checkpoint(run / "checkpoints")
+    steps_logged = len((run / "metrics.jsonl").read_text().splitlines())
+    assert saved is not None and saved.name == f"step-{steps_logged:06d}"
+    resumed = _spawn("train", "--resume", str(run), "--no-eval", "--quiet")
+    assert resumed.wait(timeout=300) == 0
+    assert (run / "metrics.jsonl").read_text() == (reference / "metrics.jsonl").read_text()

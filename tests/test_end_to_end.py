@@ -56,16 +56,28 @@ def test_same_seed_same_metrics(tmp_path):
     assert (a / "metrics.jsonl").read_text() != (c / "metrics.jsonl").read_text()
 
 
-def test_resume_continues_exactly(tmp_path):
-    """6 steps straight == 3 steps, stop, resume for 3 more: same metrics and final weights."""
+def test_resume_continues_exactly(tmp_path, tiny_config):
+    """6 steps straight == a 6-step run stopped after 3 and resumed: same metrics and final weights."""
+    from rcfd.trainer import Trainer
+
     straight, split = tmp_path / "straight", tmp_path / "split"
     assert _train(straight, "--no-eval", "--steps", "6") == 0
-    assert _train(split, "--no-eval", "--steps", "3") == 0
-    assert main(["train", "--resume", str(split), "--steps", "6", "--no-eval", "--quiet"]) == 0
+    trainer = Trainer(tiny_config("train.steps=6"), split, progress=False)
+    trainer.train(steps=3)  # stops (and checkpoints) after 3 of the 6 steps
+    del trainer
+    assert len((split / "metrics.jsonl").read_text().splitlines()) == 3
+    assert main(["train", "--resume", str(split), "--no-eval", "--quiet"]) == 0
     assert (straight / "metrics.jsonl").read_text() == (split / "metrics.jsonl").read_text()
     w1, w2 = _final_weights(straight), _final_weights(split)
     assert w1.keys() == w2.keys() and len(w1) > 0
     assert all(torch.equal(w1[k], w2[k]) for k in w1)
+
+
+@pytest.fixture(autouse=True)
+def _reset_reward_fixture_counters():
+    import reward_fixtures
+
+    reward_fixtures.nan_after_first.calls = 0
 
 
 def test_nan_reward_stops_with_resumable_checkpoint(tmp_path, capsys):

@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0, help="training seed (default: 0)")
     d.add_argument("--steps", type=int, help="RL steps per run (default: from the task's config)")
     d.add_argument("--config", type=Path, help="base config of the task (default: the packaged wiki.yaml)")
+    d.add_argument("--runs", default="beta0,kl,rcfd", help="comma-separated subset of beta0,kl,rcfd (default: all)")
     d.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field for every run (repeatable)")
     _common(d)
@@ -143,7 +144,8 @@ def cmd_demo(args) -> int:
     from .demo import run_demo
 
     run_demo(args.out, config_path=args.config or DEFAULT_CONFIG, seed=args.seed, steps=args.steps,
-             overrides=args.overrides, progress=not args.quiet)
+             overrides=args.overrides, progress=not args.quiet,
+             runs=tuple(r.strip() for r in args.runs.split(",") if r.strip()))
     return 0
 
 

@@ -98,6 +98,8 @@ class TrainConfig:
     """Sequences per forward/backward; the batch is accumulated in micro-batches of this size."""
     learning_rate: float = 5e-4
     """Adam learning rate."""
+    lr_scheduler: str = "linear"
+    """'linear' (decay to 0 over train.steps, the transformers/TRL default) or 'constant'."""
     optimizer: str = "adamw"
     """'adam' or 'adamw'."""
     weight_decay: float = 0.0
@@ -296,6 +298,8 @@ def validate(c: Config) -> None:
     _require(c.train.batch_size % c.train.num_minibatches == 0,
              f"train.batch_size ({c.train.batch_size}) must be divisible by train.num_minibatches ({c.train.num_minibatches})")
     _require(c.train.learning_rate > 0, f"train.learning_rate must be > 0, got {c.train.learning_rate}")
+    _require(c.train.lr_scheduler in ("linear", "constant"),
+             f"train.lr_scheduler must be 'linear' or 'constant', got '{c.train.lr_scheduler}'")
     _require(c.train.optimizer in ("adam", "adamw"), f"train.optimizer must be 'adam' or 'adamw', got '{c.train.optimizer}'")
     _require(0 < c.train.clip_eps < 1, f"train.clip_eps must be in (0, 1), got {c.train.clip_eps}")
     _require(c.train.max_grad_norm >= 0, f"train.max_grad_norm must be >= 0, got {c.train.max_grad_norm}")

@@ -23,13 +23,20 @@ RUNS = {
 KEYS_DROPPED_FROM_SUMMARY = ("reward_samples",)
 
 
-def run_demo(out, *, config_path, seed: int = 0, steps: int | None = None, overrides=(), progress=True) -> dict:
+def run_demo(out, *, config_path, seed: int = 0, steps: int | None = None, overrides=(), progress=True,
+             runs=tuple(RUNS)) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     common = list(overrides) + [f"train.seed={seed}"] + ([f"train.steps={steps}"] if steps is not None else [])
     results, details = {}, {}
     t_start = time.perf_counter()
-    for name, extra in RUNS.items():
+    unknown = [r for r in runs if r not in RUNS]
+    if unknown:
+        from .errors import RcfdError
+
+        raise RcfdError(f"unknown demo run {unknown[0]!r} in --runs; choose from {', '.join(RUNS)}")
+    for name in runs:
+        extra = RUNS[name]
         config = load_config(config_path, common + extra)
         run_dir = out / name
         resume = (run_dir / "metrics.jsonl").exists()
@@ -51,7 +58,7 @@ def run_demo(out, *, config_path, seed: int = 0, steps: int | None = None, overr
             base.update(objective="none (base model)", wall_seconds=time.perf_counter() - t0)
             results["base"] = base
         del trainer
-    ordered = {k: results[k] for k in ("base", *RUNS)}
+    ordered = {k: results[k] for k in ("base", *runs)}
     summary = {
         "runs": {k: {f: v for f, v in r.items() if f not in KEYS_DROPPED_FROM_SUMMARY} for k, r in ordered.items()},
         "reward_samples": {k: r.get("reward_samples") for k, r in ordered.items()},

@@ -60,7 +60,7 @@ def demo_reference(tokenizer, eval_ds, max_tokens: int) -> tuple[Rollout, list[l
 
 @torch.no_grad()
 def evaluate(policy, reference, tokenizer, eval_ds, rewards, demo_values, cfg, *, base: bool = False,
-             seed: int = 0, desc: str = "eval") -> dict:
+             seed: int = 0, desc: str = "eval", progress: bool = True) -> dict:
     """Metrics of the policy (``base=True``: of the reference model) on held-out prompts."""
     gen, ev = cfg.generation, cfg.eval
     prompts = list(eval_ds["prompt"])
@@ -69,7 +69,8 @@ def evaluate(policy, reference, tokenizer, eval_ds, rewards, demo_values, cfg, *
     torch.manual_seed(seed)  # same sampling noise for every model evaluated
     values, token_rows, kl_rows, lengths, texts_all = [], [], [], [], []
     with context:
-        for i in tqdm(range(0, len(prompts), ev.batch_size), desc=f"{desc}: sample", leave=False):
+        for i in tqdm(range(0, len(prompts), ev.batch_size), desc=f"{desc}: sample", leave=False,
+                       disable=not progress):
             batch = prompts[i:i + ev.batch_size]
             rollout, texts, logp = generate(model, tokenizer, batch, gen, want_logprobs=True)
             ref = reference_logprobs(policy, reference, rollout, ev.batch_size)

@@ -11,6 +11,10 @@ One step, top to bottom (:meth:`Trainer.step`):
 from __future__ import annotations
 
 import math
+import os
+import signal
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -70,6 +74,29 @@ def prepare_out_dir(out: Path, resume: bool) -> Path:
     return out
 
 
+class StopAtStepBoundary:
+    """First Ctrl-C asks the loop to stop after the current step (then it checkpoints and exits);
+    a second one interrupts at once."""
+
+    def __enter__(self):
+        self.requested = False
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nstopping after this step and saving a checkpoint (Ctrl-C again to abort now)", file=sys.stderr)
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
 class Trainer:
     """Trains one policy with one objective; see the module docstring for the step."""
 
@@ -88,13 +115,20 @@ class Trainer:
         self.rewards = build_rewards(c.reward.names, policy=self.policy, reference=self.reference,
                                      tokenizer=self.tokenizer, model_id=self.model_id)
         self.demo_train = None
-        if c.objective.name == "rcfd":
+        saved = ckpt.latest_checkpoint(self.out / "checkpoints") if resume else None
+        if c.objective.name == "rcfd" and saved is not None and (saved / "demo_rewards.pt").exists():
+            self.demo_train = torch.load(saved / "demo_rewards.pt")  # the run's own copy of the cache
+        elif c.objective.name == "rcfd":
             self.demo_train = demo_rewards(self.rewards, self.train_ds, self.tokenizer,
-                                           c.generation.max_new_tokens, desc="demonstration rewards (train)")
+                                           c.generation.max_new_tokens, desc="demonstration rewards (train)",
+                                           progress=progress)
             check_finite(self.demo_train, "a demonstration reward")
         params = [p for p in self.policy.parameters() if p.requires_grad]
         opt_cls = torch.optim.AdamW if c.train.optimizer == "adamw" else torch.optim.Adam
         self.optimizer = opt_cls(params, lr=c.train.learning_rate, weight_decay=c.train.weight_decay)
+        # The schedule is indexed by RL step (not optimizer step), so it is a pure function of step_idx.
+        self.lr_at = (lambda step: max(0.0, 1.0 - step / c.train.steps)) if c.train.lr_scheduler == "linear" \
+            else (lambda step: 1.0)
         self.step_idx = 0
         self.skipped = 0
         self.metrics_path = self.out / "metrics.jsonl"
@@ -125,8 +159,16 @@ class Trainer:
     def save(self) -> Path:
         state = {"step": self.step_idx, "skipped": self.skipped,
                  "beta": self.beta(self.step_idx), "config": self.config.to_dict()}
+        extra = [self.metrics_path, self.samples_path]
+        if self.demo_train is not None:
+            demo_path = self.out / "demo_rewards.pt"
+            if not demo_path.exists():
+                tmp = demo_path.with_name(".demo_rewards.pt.tmp")
+                torch.save(self.demo_train, tmp)
+                os.replace(tmp, demo_path)
+            extra.append(demo_path)
         return ckpt.save_checkpoint(self.out / "checkpoints", self.step_idx, self.policy, self.optimizer, state,
-                                    extra_files=(self.metrics_path, self.samples_path),
+                                    extra_files=extra,
                                     keep=self.config.train.keep_checkpoints)
 
     def beta(self, step: int) -> float:
@@ -156,7 +198,7 @@ class Trainer:
         if n_bad:
             if not c.train.skip_nonfinite or n_bad == len(keep):
                 self.save()
-                check_finite(rewards, "the reward", self.step_idx)
+                check_finite(rewards, "the reward", self.step_idx + 1)
             self.skipped += n_bad
             rows = keep.nonzero().flatten()
             rollout, old_logp, rewards, logratio = rollout.select(rows), old_logp[rows], rewards[rows], logratio[rows]
@@ -169,6 +211,8 @@ class Trainer:
         advantages = whiten(objective)
 
         # 5. PPO-clip update, accumulated over micro-batches of the rollout batch
+        for group in self.optimizer.param_groups:
+            group["lr"] = c.train.learning_rate * self.lr_at(self.step_idx)
         stats = self.update(rollout, old_logp, advantages)
         t_end = time.perf_counter()
 
@@ -180,6 +224,7 @@ class Trainer:
             "reward_std": float(rewards[:, 0].std(unbiased=False)),
             "kl": float(logratio.mean()),
             "beta": beta,
+            "learning_rate": self.optimizer.param_groups[0]["lr"],
             "completions/mean_length": float(lengths.mean()),
             "distinct_2": M.distinct_n([r[m.bool()].tolist() for r, m in zip(rollout.completion_ids, rollout.completion_mask)], 2),
             "skipped_samples": self.skipped,
@@ -239,25 +284,26 @@ class Trainer:
         record = {}
         bar = tqdm(total=c.train.steps, initial=self.step_idx, desc=f"train {c.objective.name}",
                    disable=not self.progress, dynamic_ncols=True)
-        try:
-            while self.step_idx < end:
-                record, prompts, texts, rewards = self.step()
-                append_jsonl(self.metrics_path, record)  # deterministic: no wall-clock values
-                append_jsonl(self.out / "timings.jsonl", self.last_timing)
-                if c.train.sample_every and (self.step_idx % c.train.sample_every == 0 or self.step_idx == 1):
-                    for p, t, r in list(zip(prompts, texts, rewards[:, 0].tolist()))[:2]:
-                        append_jsonl(self.samples_path, {"step": self.step_idx, "prompt": p, "completion": t, "reward": r})
-                bar.set_postfix(reward=f"{record['reward']:.3f}", kl=f"{record['kl']:.2f}",
-                                len=f"{record['completions/mean_length']:.0f}")
-                bar.update()
-                if c.train.save_every and self.step_idx % c.train.save_every == 0 and self.step_idx < end:
-                    self.save()
-        except KeyboardInterrupt:
+        with StopAtStepBoundary() as stop:
+            try:
+                while self.step_idx < end and not stop.requested:
+                    record, prompts, texts, rewards = self.step()
+                    append_jsonl(self.metrics_path, record)  # deterministic: no wall-clock values
+                    append_jsonl(self.out / "timings.jsonl", self.last_timing)
+                    if c.train.sample_every and (self.step_idx % c.train.sample_every == 0 or self.step_idx == 1):
+                        for p, t, r in list(zip(prompts, texts, rewards[:, 0].tolist()))[:2]:
+                            append_jsonl(self.samples_path,
+                                         {"step": self.step_idx, "prompt": p, "completion": t, "reward": r})
+                    bar.set_postfix(reward=f"{record['reward']:.3f}", kl=f"{record['kl']:.2f}",
+                                    len=f"{record['completions/mean_length']:.0f}")
+                    bar.update()
+                    if c.train.save_every and self.step_idx % c.train.save_every == 0 and self.step_idx < end:
+                        self.save()
+            finally:
+                bar.close()
             self.save()
-            raise
-        finally:
-            bar.close()
-        self.save()
+            if stop.requested:
+                raise KeyboardInterrupt
         return record
 
     def export(self) -> Path:
@@ -271,9 +317,10 @@ class Trainer:
         c = self.config
         if demo_eval is None:
             demo_eval = demo_rewards(self.rewards, self.eval_ds, self.tokenizer, c.generation.max_new_tokens,
-                                     desc="demonstration rewards (eval)")
+                                     desc="demonstration rewards (eval)", progress=self.progress)
         return evaluate(self.policy, self.reference, self.tokenizer, self.eval_ds, self.rewards, demo_eval, c,
-                        base=base, seed=c.train.seed, desc="base" if base else c.objective.name)
+                        base=base, seed=c.train.seed, desc="base" if base else c.objective.name,
+                        progress=self.progress)
 
 
 def run_training(config: Config, out_dir, *, resume: bool = False, progress: bool = True, evaluate_after: bool = True):

@@ -25,25 +25,24 @@ def demo_cache_path(rewards, dataset, max_tokens: int) -> Path:
 
 
 def demo_rewards(rewards, dataset, tokenizer, max_tokens: int, batch_size: int = 32,
-                 column: str = "demonstration", desc: str = "demonstration rewards") -> torch.Tensor:
+                 desc: str = "demonstration rewards", progress: bool = True) -> torch.Tensor:
     """[N, K] rewards of each demonstration (truncated to ``max_tokens`` tokens), cached on disk."""
-    path = demo_cache_path(rewards, dataset, max_tokens) if column == "demonstration" else None
-    if path is not None and path.exists():
+    path = demo_cache_path(rewards, dataset, max_tokens)
+    if path.exists():
         cached = torch.load(path)
         if cached.shape[0] == len(dataset):
             return cached
-    prompts, demos = list(dataset["prompt"]), list(dataset[column])
+    prompts, demos = list(dataset["prompt"]), list(dataset["demonstration"])
     parts = []
-    for i in tqdm(range(0, len(prompts), batch_size), desc=desc, leave=False):
+    for i in tqdm(range(0, len(prompts), batch_size), desc=desc, leave=False, disable=not progress):
         p, d = prompts[i:i + batch_size], demos[i:i + batch_size]
         rollout = encode_pairs(tokenizer, p, d, max_tokens)
         texts = decode_completions(tokenizer, rollout)
         parts.append(rewards(p, texts, rollout=rollout))
     values = torch.cat(parts, 0)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        os.close(fd)
-        torch.save(values, tmp)
-        os.replace(tmp, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    torch.save(values, tmp)
+    os.replace(tmp, path)
     return values
