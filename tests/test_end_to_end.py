@@ -116,6 +116,8 @@ def _cli(*args, cwd=None):
         (None, ["train", "--config", str(TINY), "--out", "o", "--set", "data.source=d.jsonl",
                 "--set", "data.prompt_column=question"], "no column 'demonstration'"),
         (None, ["train", "--config", str(TINY), "--out", "o", "--set", "data.source=empty.jsonl"], "empty prompt"),
+        (None, ["train", "--config", str(TINY), "--out", "d.jsonl/run"], "cannot write to output directory"),
+        (None, ["train", "--config", str(TINY), "--out", "o", "--set", "model.name=./no-such-model"], "does not exist"),
         (None, ["train", "--config", str(TINY), "--out", "o", "--set", "reward.names=reward_fixtures:always_nan",
                 "--set", "objective.name=reward", "--no-eval"], "not finite"),
     ],
@@ -133,3 +135,12 @@ def test_cli_errors_are_one_line(tmp_path, setup, args, needle):
     assert "Traceback" not in proc.stderr
     debug = _cli(*args, "--debug", cwd=tmp_path)
     assert "Traceback" in debug.stderr
+
+
+def test_materializing_the_model_does_not_change_the_run(tmp_path, monkeypatch):
+    """A first run (which builds the packaged model) gives the same metrics as a later one."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    monkeypatch.setenv("RCFD_CACHE", str(tmp_path / "fresh-cache"))
+    assert _train(a, "--no-eval", "--steps", "2") == 0  # builds tiny-llama into the empty cache
+    assert _train(b, "--no-eval", "--steps", "2") == 0  # finds it cached
+    assert (a / "metrics.jsonl").read_text() == (b / "metrics.jsonl").read_text()

@@ -28,7 +28,7 @@ def run_demo(out, *, config_path, seed: int = 0, steps: int | None = None, overr
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     common = list(overrides) + [f"train.seed={seed}"] + ([f"train.steps={steps}"] if steps is not None else [])
-    results, details = {}, {}
+    results = {}
     t_start = time.perf_counter()
     unknown = [r for r in runs if r not in RUNS]
     if unknown:

@@ -30,9 +30,3 @@ def append_jsonl(path, record: dict) -> None:
         f.flush()
         os.fsync(f.fileno())
 
-
-def read_jsonl(path) -> list[dict]:
-    path = Path(path)
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -127,11 +127,14 @@ def build_tiny_llama(seed: int = 0) -> Path:
 
 
 def resolve_model_path(name: str) -> str:
-    """Map a packaged model name to a local checkpoint; pass hub ids and paths through."""
-    if name == "smollm2-135m":
-        return str(materialize_smollm2())
-    if name == "tiny-llama":
-        return str(build_tiny_llama())
+    """Map a packaged model name to a local checkpoint; pass hub ids and paths through.
+
+    Building a packaged model runs under a forked RNG, so a run that materializes the model draws
+    the same random numbers as one that finds it cached.
+    """
+    if name in PACKAGED_MODELS:
+        with torch.random.fork_rng():
+            return str(materialize_smollm2() if name == "smollm2-135m" else build_tiny_llama())
     if os.path.sep in name or name.startswith("."):
         if not Path(name).exists():
             raise RcfdError(f"model path '{name}' does not exist; set model.name to a local "

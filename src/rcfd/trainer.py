@@ -330,7 +330,8 @@ def run_training(config: Config, out_dir, *, resume: bool = False, progress: boo
     trainer.train()
     trainer.export()
     wall = time.perf_counter() - t0
-    summary = {"objective": config.objective.name, "steps": trainer.step_idx, "train_seconds": wall}
+    summary = {"objective": config.objective.name, "steps": trainer.step_idx, "train_seconds": wall,
+               **describe(trainer.policy)}
     if evaluate_after:
         summary.update(trainer.evaluate())
         summary["wall_seconds"] = time.perf_counter() - t0
