@@ -30,3 +30,17 @@ def append_jsonl(path, record: dict) -> None:
         f.flush()
         os.fsync(f.fileno())
 
+
+
+def save_torch(path, obj) -> None:
+    """torch.save atomically (temp file in the same directory, then rename)."""
+    import tempfile
+
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    torch.save(obj, tmp)
+    os.replace(tmp, path)

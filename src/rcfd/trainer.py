@@ -11,7 +11,6 @@ One step, top to bottom (:meth:`Trainer.step`):
 from __future__ import annotations
 
 import math
-import os
 import signal
 import sys
 import threading
@@ -29,7 +28,7 @@ from .config import Config
 from .data import build_datasets
 from .errors import NonFiniteError, RcfdError
 from .evaluate import evaluate
-from .files import append_jsonl, write_json, write_text
+from .files import append_jsonl, save_torch, write_json, write_text
 from .logprobs import reference_logprobs, token_logprobs
 from .models import describe, load_policy
 from .objectives import beta_at, objective_values, whiten
@@ -115,7 +114,8 @@ class Trainer:
         self.rewards = build_rewards(c.reward.names, policy=self.policy, reference=self.reference,
                                      tokenizer=self.tokenizer, model_id=self.model_id)
         self.demo_train = None
-        saved = ckpt.latest_checkpoint(self.out / "checkpoints") if resume else None
+        # Checksums are verified once; _resume() loads the same checkpoint.
+        saved = self._resume_from = ckpt.latest_checkpoint(self.out / "checkpoints") if resume else None
         if c.objective.name == "rcfd" and saved is not None and (saved / "demo_rewards.pt").exists():
             self.demo_train = torch.load(saved / "demo_rewards.pt")  # the run's own copy of the cache
         elif c.objective.name == "rcfd":
@@ -139,7 +139,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def _resume(self) -> None:
-        path = ckpt.latest_checkpoint(self.out / "checkpoints")
+        path = self._resume_from
         if path is None:
             # Nothing complete was saved: start over, dropping partial logs.
             for p in (self.metrics_path, self.samples_path):
@@ -163,9 +163,7 @@ class Trainer:
         if self.demo_train is not None:
             demo_path = self.out / "demo_rewards.pt"
             if not demo_path.exists():
-                tmp = demo_path.with_name(".demo_rewards.pt.tmp")
-                torch.save(self.demo_train, tmp)
-                os.replace(tmp, demo_path)
+                save_torch(demo_path, self.demo_train)
             extra.append(demo_path)
         return ckpt.save_checkpoint(self.out / "checkpoints", self.step_idx, self.policy, self.optimizer, state,
                                     extra_files=extra,

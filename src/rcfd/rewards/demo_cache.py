@@ -7,14 +7,13 @@ truncation length, so any change to the reward, the model or the data invalidate
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 from ..data import fingerprint
+from ..files import save_torch
 from ..logprobs import decode_completions, encode_pairs
 from ..models import cache_dir
 
@@ -40,9 +39,5 @@ def demo_rewards(rewards, dataset, tokenizer, max_tokens: int, batch_size: int =
         texts = decode_completions(tokenizer, rollout)
         parts.append(rewards(p, texts, rollout=rollout))
     values = torch.cat(parts, 0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    torch.save(values, tmp)
-    os.replace(tmp, path)
+    save_torch(path, values)
     return values
