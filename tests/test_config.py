@@ -50,3 +50,10 @@ def test_missing_and_invalid_files(tmp_path):
     listy.write_text("- 1\n- 2\n")
     with pytest.raises(RcfdError, match="must hold a mapping"):
         load_config(listy)
+
+
+def test_float_fields_accept_exponents_without_a_dot():
+    # YAML 1.1 reads "3e-3" as a string; users write it that way on the command line and in files.
+    assert make_config(overrides=["train.learning_rate=3e-3"]).train.learning_rate == 0.003
+    with pytest.raises(RcfdError, match="train.learning_rate' must be float"):
+        make_config(overrides=["train.learning_rate=fast"])

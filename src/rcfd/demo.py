@@ -6,6 +6,7 @@ Runs: ``beta0`` (maximize the reward), ``kl`` (R − β·KL, the paper's β 0.1 
 
 from __future__ import annotations
 
+import resource
 import time
 from pathlib import Path
 
@@ -64,10 +65,12 @@ def run_demo(out, *, config_path, seed: int = 0, steps: int | None = None, overr
         "reward_samples": {k: r.get("reward_samples") for k, r in ordered.items()},
         "seed": seed,
         "total_wall_seconds": time.perf_counter() - t_start,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # Linux reports KiB
     }
     write_json(out / "summary.json", summary)
     print()
     print_table(ordered)
     print_samples(ordered)
-    print(f"\nsummary written to {out / 'summary.json'} ({summary['total_wall_seconds']:.0f} s)")
+    print(f"\nsummary written to {out / 'summary.json'} ({summary['total_wall_seconds']:.0f} s, "
+          f"peak memory {summary['peak_rss_mb']:.0f} MB)")
     return summary

@@ -68,16 +68,39 @@ def token_logprobs(model, rollout: Rollout, micro_batch_size: int | None = None)
     return torch.cat(parts, 0)
 
 
+def split_lm_head(model):
+    """(decoder, lm_head) of a causal LM, through a PEFT wrapper, or None when its logits are more
+    than a linear head of the last hidden state (soft-capping, logit scaling, an adapted head)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = getattr(base, "config", None)
+    if config is None or getattr(config, "final_logit_softcapping", None) \
+            or getattr(config, "logit_scale", None) not in (None, 1, 1.0):
+        return None
+    get_decoder = getattr(base, "get_decoder", None)
+    decoder = get_decoder() if callable(get_decoder) else None
+    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+    if decoder is None or decoder is base or type(head) is not torch.nn.Linear:
+        return None
+    return decoder, head
+
+
 def _token_logprobs(model, r: Rollout) -> torch.Tensor:
     input_ids = torch.cat([r.prompt_ids, r.completion_ids], 1)
     mask = torch.cat([r.prompt_mask, r.completion_mask], 1)
     position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
     c = r.completion_ids.shape[1]
-    # Only the last C+1 positions predict completion tokens: skip the LM head on the prompt.
-    out = model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids,
-                logits_to_keep=c + 1, use_cache=False)
-    logp = _gather_logprobs(out.logits[:, :-1], r.completion_ids)
-    return logp * r.completion_mask
+    inputs = dict(input_ids=input_ids, attention_mask=mask, position_ids=position_ids, use_cache=False)
+    split = split_lm_head(model)
+    if split is not None:
+        # Only the C positions that predict completion tokens go through the LM head, and as a
+        # contiguous [B, C, d] block: the strided slice that `logits_to_keep` hands to the head runs
+        # as a slow batched matmul on CPU (measured 0.72 s vs 0.39 s for 16×33 rows).
+        decoder, head = split
+        hidden = decoder(**inputs).last_hidden_state
+        logits = head(hidden[:, -c - 1:-1].contiguous())
+    else:
+        logits = model(**inputs, logits_to_keep=c + 1).logits[:, :-1]
+    return _gather_logprobs(logits, r.completion_ids) * r.completion_mask
 
 
 def reference_context(policy, reference):
