@@ -35,8 +35,9 @@ def peak_rss_mb() -> float:
 def matmul_peak(dtype, n=2048, repeats=5) -> float:
     """Best-of-N GFLOP/s of an n×n matmul (the denominator of MFU)."""
     small = torch.randn(256, 256, dtype=dtype)
-    if _timed(lambda: small @ small) > 0.05:  # no fast kernel for this dtype: a 2048² product would take minutes
-        repeats, n = 1, 256
+    small @ small
+    if 2 * 256 ** 3 / _timed(lambda: small @ small) < 10e9:  # no fast kernel: a 2048² product would take minutes
+        repeats, n = 3, 256
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b
     best = min(_timed(lambda: a @ b) for _ in range(repeats))
@@ -155,6 +156,9 @@ def run_trl(setting: dict, prompts, model_path: str, steps: int, warmup: int, wo
     timer = StepTimer()
     trainer = GRPOTrainer(model=model, reward_funcs=length_reward, args=args, train_dataset=ds,
                           processing_class=tokenizer, peft_config=peft_config, callbacks=[timer])
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # its per-step log dicts would flood the table
     trainer.train()
     out = summarize(timer.times[warmup:])
     measured = timer.lengths[warmup:] or timer.lengths

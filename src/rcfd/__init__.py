@@ -13,7 +13,7 @@ Quick start::
 
 __version__ = "0.1.0"
 
-from .config import Config, load_config, make_config  # noqa: E402
+from .config import Config, load_config, make_config, packaged_config  # noqa: E402
 from .errors import NonFiniteError, RcfdError  # noqa: E402
 from .objectives import calibrated, kl_penalized, objective_values, rcfd, whiten  # noqa: E402
 
@@ -28,6 +28,10 @@ def __getattr__(name):
         from . import rewards
 
         return getattr(rewards, name)
+    if name == "RCfDReward":
+        from .integrations.trl import RCfDReward
+
+        return RCfDReward
     if name == "evaluate":
         from .evaluate import evaluate
 
@@ -36,7 +40,7 @@ def __getattr__(name):
 
 
 __all__ = [
-    "Config", "load_config", "make_config", "RcfdError", "NonFiniteError",
+    "Config", "load_config", "make_config", "packaged_config", "RCfDReward", "RcfdError", "NonFiniteError",
     "calibrated", "kl_penalized", "objective_values", "rcfd", "whiten",
     "Trainer", "run_training", "LogLikelihoodReward", "CallableReward", "RewardStack", "build_rewards", "evaluate",
 ]

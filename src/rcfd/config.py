@@ -276,6 +276,15 @@ def make_config(base: dict | None = None, overrides=()) -> Config:
     return config
 
 
+def packaged_config(name: str) -> Path:
+    """Path of a config shipped inside the package: 'wiki' (use case 1) or 'tiny' (tests, quick trials)."""
+    path = Path(__file__).parent / "configs" / f"{name}.yaml"
+    if not path.exists():
+        shipped = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise RcfdError(f"no packaged config '{name}'; choose one of {', '.join(shipped)}")
+    return path
+
+
 def load_config(path=None, overrides=()) -> Config:
     return make_config(load_yaml(path) if path else {}, overrides)
 

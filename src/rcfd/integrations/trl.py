@@ -1,0 +1,116 @@
+"""RCfD as a TRL reward function (``GRPOTrainer(reward_funcs=[RCfDReward(...)])``, RLOO alike).
+
+TRL calls a reward function as ``f(prompts=..., completions=..., **columns)`` where ``columns`` are
+the other dataset columns, one value per completion. :class:`RCfDReward` reads the human
+demonstration from such a column, scores it with the same base rewards, and returns
+−(R(x, y) − R(x, y_demo))² per completion (K rewards: each calibrated term whitened over the batch,
+then summed — as in :func:`rcfd.objectives.rcfd`). Demonstration rewards are computed once per
+(prompt, demonstration) and kept in memory and, with ``cache_file``, on disk across runs.
+
+Example::
+
+    from trl import GRPOConfig, GRPOTrainer
+    from rcfd.integrations.trl import RCfDReward
+
+    reward = RCfDReward(my_sentiment_score, demo_column="demonstration")
+    trainer = GRPOTrainer(model=..., reward_funcs=[reward], train_dataset=ds_with_prompt_and_demonstration, ...)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+
+from ..errors import RcfdError
+from ..files import append_jsonl
+from ..objectives import rcfd
+from ..rewards.base import RewardStack, check_finite
+from ..rewards.callable import CallableReward
+
+# Keyword arguments TRL adds besides dataset columns; they describe the policy's completions and
+# must not be handed to the base rewards when those score the demonstrations.
+_TRL_KWARGS = ("completion_ids", "trainer_state", "log_extra", "log_metric")
+
+
+def as_text(item) -> str:
+    """A prompt/completion as plain text: TRL passes strings, or message lists for chat data."""
+    if isinstance(item, str):
+        return item
+    if isinstance(item, dict):
+        return str(item.get("content", ""))
+    if isinstance(item, list) and all(isinstance(m, dict) for m in item):
+        return str(item[-1].get("content", "")) if item else ""
+    raise TypeError(f"expected a string or a list of chat messages, got {type(item).__name__}")
+
+
+class RCfDReward:
+    """TRL-compatible reward function returning RCfD-calibrated rewards.
+
+    Args:
+        rewards: one base reward or a list of them; each is either a TRL-style callable
+            ``f(prompts, completions, **kwargs) -> list[float]`` or an rcfd reward (with ``identity()``).
+        demo_column: dataset column holding the human demonstration for each prompt.
+        name: the name TRL logs it under (``rewards/<name>/mean``).
+        cache_file: optional JSON-lines file keeping demonstration rewards across runs.
+    """
+
+    def __init__(self, rewards, demo_column: str = "demonstration", name: str = "rcfd", cache_file=None):
+        rewards = list(rewards) if isinstance(rewards, (list, tuple)) else [rewards]
+        if not rewards:
+            raise RcfdError("RCfDReward needs at least one base reward")
+        wrapped = []
+        for r in rewards:
+            if hasattr(r, "identity") and hasattr(r, "name"):
+                wrapped.append(r)
+            elif callable(r):
+                wrapped.append(CallableReward(r, getattr(r, "__name__", type(r).__name__)))
+            else:
+                raise RcfdError(f"RCfDReward: base reward {r!r} is not callable")
+        self.stack = RewardStack(wrapped)
+        self.demo_column = demo_column
+        self.__name__ = name  # TRL names reward functions by __name__
+        self.cache_file = Path(cache_file) if cache_file else None
+        self._cache: dict[str, list[float]] = {}
+        if self.cache_file and self.cache_file.exists():
+            for line in self.cache_file.read_text(encoding="utf-8").splitlines():
+                if line.strip():
+                    row = json.loads(line)
+                    self._cache[row["key"]] = row["values"]
+
+    def _key(self, prompt: str, demonstration: str) -> str:
+        text = f"{self.stack.identity()}\x00{prompt}\x00{demonstration}"
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+    def demo_rewards(self, prompts: list[str], demonstrations: list[str], **columns) -> torch.Tensor:
+        """[B, K] base rewards of the demonstrations, computed only for pairs not seen before."""
+        keys = [self._key(p, d) for p, d in zip(prompts, demonstrations)]
+        first_row = {}  # each missing (prompt, demonstration) pair is scored once
+        for i, k in enumerate(keys):
+            if k not in self._cache:
+                first_row.setdefault(k, i)
+        todo = list(first_row.values())
+        if todo:
+            sub = {k: [v[i] for i in todo] for k, v in columns.items() if isinstance(v, list) and len(v) == len(keys)}
+            values = self.stack([prompts[i] for i in todo], [demonstrations[i] for i in todo], **sub)
+            check_finite(values, "a demonstration reward")
+            for i, row in zip(todo, values.tolist()):
+                self._cache[keys[i]] = row
+                if self.cache_file:
+                    append_jsonl(self.cache_file, {"key": keys[i], "values": row})
+        return torch.tensor([self._cache[k] for k in keys], dtype=torch.float32)
+
+    def __call__(self, prompts, completions, **kwargs) -> list[float]:
+        if self.demo_column not in kwargs:
+            shown = ", ".join(sorted(k for k in kwargs if k not in _TRL_KWARGS)) or "none"
+            raise RcfdError(f"RCfDReward: the dataset has no column '{self.demo_column}' (columns passed: {shown}); "
+                            f"add the human demonstrations as that column or pass demo_column=")
+        columns = {k: v for k, v in kwargs.items() if k not in _TRL_KWARGS and k != self.demo_column}
+        p = [as_text(x) for x in prompts]
+        c = [as_text(x) for x in completions]
+        d = [as_text(x) for x in kwargs[self.demo_column]]
+        policy = self.stack(p, c, **columns)
+        check_finite(policy, "the reward")
+        return rcfd(policy, self.demo_rewards(p, d, **columns)).tolist()

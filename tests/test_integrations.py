@@ -1,0 +1,97 @@
+"""RCfD inside other engines: the TRL reward function (with two real GRPOTrainer steps) and the
+verl-style per-sample score."""
+
+import json
+
+import pytest
+import torch
+
+from rcfd.errors import RcfdError
+from rcfd.integrations.trl import RCfDReward
+from rcfd.integrations.verl import make_compute_score, rcfd_score, with_demo_rewards
+from rcfd.objectives import whiten
+
+
+def n_words(prompts, completions, **kwargs):
+    n_words.calls = getattr(n_words, "calls", 0) + len(completions)
+    return [float(len(c.split())) for c in completions]
+
+
+def n_chars(prompts, completions, **kwargs):
+    return [float(len(c)) for c in completions]
+
+
+def test_trl_reward_is_calibrated_and_caches_demonstrations(tmp_path):
+    cache = tmp_path / "demo.jsonl"
+    reward = RCfDReward(n_words, cache_file=cache)
+    prompts = ["p1", "p1", "p2"]
+    completions = ["a b c", "a", "a b c d e"]
+    demos = ["x y", "x y", "x y z w"]
+    n_words.calls = 0
+    got = reward(prompts, completions, demonstration=demos, completion_ids=[[1], [2], [3]])
+    assert got == [-(3 - 2) ** 2, -(1 - 2) ** 2, -(5 - 4) ** 2]
+    assert n_words.calls == 3 + 2  # completions, then each distinct (prompt, demonstration) once
+    reward(prompts, completions, demonstration=demos)
+    assert n_words.calls == 5 + 3  # demonstrations come from the cache now
+    again = RCfDReward(n_words, cache_file=cache)  # a new run reads the cache file
+    n_words.calls = 0
+    again(prompts, completions, demonstration=demos)
+    assert n_words.calls == 3
+    assert len(cache.read_text().splitlines()) == 2 and reward.__name__ == "rcfd"
+
+
+def test_trl_reward_with_two_rewards_whitens_each_calibrated_term():
+    reward = RCfDReward([n_words, n_chars])
+    prompts, completions, demos = ["a", "b", "c"], ["one two", "one", "one two three"], ["uno dos", "x", "a b c d"]
+    got = torch.tensor(reward(prompts, completions, demonstration=demos))
+    R = torch.tensor([[2.0, 7.0], [1.0, 3.0], [3.0, 13.0]])
+    Rd = torch.tensor([[2.0, 7.0], [1.0, 1.0], [4.0, 7.0]])
+    expected = whiten(-(R - Rd) ** 2, dim=0).sum(-1)
+    assert torch.allclose(got, expected, atol=1e-5)
+
+
+def test_trl_reward_reads_chat_messages_and_names_a_missing_column():
+    reward = RCfDReward(n_words)
+    chat_prompts = [[{"role": "user", "content": "hi"}]]
+    chat_completions = [[{"role": "assistant", "content": "one two three"}]]
+    assert reward(chat_prompts, chat_completions, demonstration=["one"]) == [-4.0]
+    with pytest.raises(RcfdError, match="no column 'demonstration'.*columns passed: label"):
+        reward(["p"], ["c"], label=[1])
+
+
+def test_verl_score_function():
+    assert rcfd_score(2.0, 5.0) == -9.0
+    assert rcfd_score([1.0, 10.0], [2.0, 0.0], scales=[1.0, 10.0]) == -2.0
+    with pytest.raises(ValueError, match="scales"):
+        rcfd_score([1.0], [2.0], scales=[0.0])
+    score_fn = lambda text, extra: float(len(text.split()))  # noqa: E731
+    rows = with_demo_rewards([{"prompt": "p", "demonstration": "a b c"}], score_fn)
+    assert rows[0]["extra_info"]["demo_reward"] == [3.0]
+    compute_score = make_compute_score(score_fn)
+    assert compute_score("wiki", "a b c d e", None, rows[0]["extra_info"]) == -4.0
+    assert compute_score("wiki", "a", "3.0") == -4.0  # demonstration reward given as ground truth
+    with pytest.raises(ValueError, match="no demonstration reward"):
+        compute_score("wiki", "a", None, {})
+
+
+def test_two_real_grpo_steps_with_rcfd_reward(tiny_path, tiny_tokenizer, tmp_path):
+    trl = pytest.importorskip("trl", reason="TRL is in the test extra")
+    import datasets
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    ds = datasets.Dataset.from_dict({
+        "prompt": ["The river flows", "A city of", "In the year", "The first king"],
+        "demonstration": [" through the valley to the sea", " many bridges", " of the great flood", " ruled the land"],
+    })
+    reward = RCfDReward(n_words)
+    args = trl.GRPOConfig(output_dir=str(tmp_path), use_cpu=True, per_device_train_batch_size=4, num_generations=2,
+                          max_completion_length=8, max_steps=2, logging_steps=1, report_to="none",
+                          save_strategy="no", seed=0, disable_tqdm=True, gradient_checkpointing=False)
+    trainer = trl.GRPOTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_path), reward_funcs=[reward],
+                              args=args, train_dataset=ds, processing_class=tiny_tokenizer)
+    trainer.train()
+    logged = [h for h in trainer.state.log_history if "rewards/rcfd/mean" in h]
+    assert len(logged) == 2
+    assert all(h["rewards/rcfd/mean"] <= 0 for h in logged)  # −(R − R_demo)² is never positive
+    assert json.dumps(logged)  # plain numbers
