@@ -109,7 +109,6 @@ def run_rcfd(setting: dict, prompts, model_path: str, steps: int, warmup: int, w
     out["generation_s_median"] = statistics.median(gen_times)
     out["mean_completion_tokens"] = statistics.mean(lengths)
     out["generation_tokens_per_s"] = 16 * out["mean_completion_tokens"] / out["generation_s_median"]
-    out["model_config"] = trainer.policy.config
     return out
 
 
@@ -226,27 +225,23 @@ def main(argv=None) -> int:
                            "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
                            "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count()},
               "matmul_peak_gflops": peaks, "rcfd": {}, "trl": {}}
+    from transformers import AutoConfig
+
+    model_config = AutoConfig.from_pretrained(model_path)
+    sides = [("rcfd", rcfd_settings, run_rcfd)] + ([] if args.no_trl else [("trl", trl_settings, run_trl)])
     with tempfile.TemporaryDirectory() as tmp:
-        for s in filter(wanted, rcfd_settings):
-            if s["dtype"] == "bfloat16" and not bf16_ok:
-                result["rcfd"][s["name"]] = {"skipped": bf16_skip}
-                continue
-            print(f"rcfd {s['name']} ...", flush=True)
-            r = run_rcfd(s, prompts, model_path, args.steps, args.warmup, Path(tmp))
-            cfg = r.pop("model_config")
-            flops = step_flops(cfg, 16, 16, r["mean_completion_tokens"], s["lora"])
-            r["mfu"] = flops / r["median_s"] / (peaks[s["dtype"]] * 1e9)
-            result["rcfd"][s["name"]] = r
-            print(f"  median {r['median_s']:.2f} s/step, MFU {r['mfu']:.0%}", flush=True)
-        if not args.no_trl:
-            for s in filter(wanted, trl_settings):
+        for side, settings, run in sides:
+            for s in filter(wanted, settings):
                 if s["dtype"] == "bfloat16" and not bf16_ok:
-                    result["trl"][s["name"]] = {"skipped": bf16_skip}
+                    result[side][s["name"]] = {"skipped": bf16_skip}
                     continue
-                print(f"trl {s['name']} ...", flush=True)
-                r = run_trl(s, prompts, model_path, args.steps, args.warmup, Path(tmp))
-                result["trl"][s["name"]] = r
-                print(f"  median {r['median_s']:.2f} s/step", flush=True)
+                print(f"{side} {s['name']} ...", flush=True)
+                r = run(s, prompts, model_path, args.steps, args.warmup, Path(tmp))
+                # MFU counts the model FLOPs of the work itself (not TRL's checkpointing recomputation).
+                flops = step_flops(model_config, 16, 16, r["mean_completion_tokens"] or MAX_NEW_TOKENS, s["lora"])
+                r["mfu"] = flops / r["median_s"] / (peaks[s["dtype"]] * 1e9)
+                result[side][s["name"]] = r
+                print(f"  median {r['median_s']:.2f} s/step, MFU {r['mfu']:.0%}", flush=True)
     timed = lambda side: {k: v["median_s"] for k, v in result[side].items() if "median_s" in v}  # noqa: E731
     ours, theirs = timed("rcfd"), timed("trl")
     result["rcfd_s_per_step"] = ours.get("full-fp32")

@@ -112,6 +112,8 @@ def cmd_train(args) -> int:
     _, summary = run_training(config, out, resume=resume, progress=not args.quiet, evaluate_after=not args.no_eval)
     from .report import print_table
 
+    if not summary:  # a non-main process under `accelerate launch`: the main one reports
+        return 0
     if not args.no_eval:
         print_table({out.name or "run": summary})
     print(f"run written to {out}")

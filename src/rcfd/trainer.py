@@ -11,6 +11,7 @@ One step, top to bottom (:meth:`Trainer.step`):
 from __future__ import annotations
 
 import math
+import os
 import signal
 import sys
 import threading
@@ -26,6 +27,7 @@ from . import checkpoint as ckpt
 from . import metrics as M
 from .config import Config
 from .data import build_datasets
+from .distributed import Processes
 from .errors import NonFiniteError, RcfdError
 from .evaluate import evaluate
 from .files import append_jsonl, save_torch, write_json, write_text
@@ -63,7 +65,7 @@ def prepare_out_dir(out: Path, resume: bool) -> Path:
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
+        probe = out / f".write-test-{os.getpid()}"  # one per process under accelerate launch
         probe.write_bytes(b"0" * 1024)
         probe.unlink()
     except OSError as exc:
@@ -101,14 +103,20 @@ class Trainer:
 
     def __init__(self, config: Config, out_dir, *, resume: bool = False, progress: bool = True):
         self.config = config
-        self.progress = progress
+        c = config
+        self.procs = Processes()
+        if c.train.batch_size % self.procs.world:
+            raise RcfdError(f"train.batch_size ({c.train.batch_size}) must be divisible by the number of "
+                            f"processes ({self.procs.world}); change one of them")
+        self.progress = progress and self.procs.is_main
         self.out = prepare_out_dir(out_dir, resume)
         self.resume = resume
-        c = config
         if c.train.threads:
             torch.set_num_threads(c.train.threads)
         seed_everything(c.train.seed)
         self.policy, self.tokenizer, self.reference = load_policy(c.model)
+        if self.procs.world > 1:  # same initial weights everywhere, different sampling noise per process
+            torch.manual_seed(c.train.seed + 1_000_003 * self.procs.rank)
         self.model_id = c.model.name
         self.train_ds, self.eval_ds = build_datasets(c.data, self.tokenizer)
         self.rewards = build_rewards(c.reward.names, policy=self.policy, reference=self.reference,
@@ -121,7 +129,7 @@ class Trainer:
         elif c.objective.name == "rcfd":
             self.demo_train = demo_rewards(self.rewards, self.train_ds, self.tokenizer,
                                            c.generation.max_new_tokens, desc="demonstration rewards (train)",
-                                           progress=progress)
+                                           progress=self.progress)
             check_finite(self.demo_train, "a demonstration reward")
         params = [p for p in self.policy.parameters() if p.requires_grad]
         opt_cls = torch.optim.AdamW if c.train.optimizer == "adamw" else torch.optim.Adam
@@ -136,18 +144,25 @@ class Trainer:
         self.samples_path = self.out / "samples.jsonl"
         if resume:
             self._resume()
-        write_text(self.out / "config.yaml", yaml.safe_dump(c.to_dict(), sort_keys=False))
+        if self.procs.is_main:
+            write_text(self.out / "config.yaml", yaml.safe_dump(c.to_dict(), sort_keys=False))
+        self.procs.wait()
 
     # ------------------------------------------------------------------ checkpoints
     def _resume(self) -> None:
         path = self._resume_from
         if path is None:
             # Nothing complete was saved: start over, dropping partial logs.
-            for p in (self.metrics_path, self.samples_path):
-                p.unlink(missing_ok=True)
+            if self.procs.is_main:
+                for p in (self.metrics_path, self.samples_path):
+                    p.unlink(missing_ok=True)
             return
         state = ckpt.load_checkpoint(path, self.policy, self.optimizer)
         self.step_idx, self.skipped = state["step"], state["skipped"]
+        if self.procs.world > 1:  # the checkpoint holds the main process's RNG state
+            torch.manual_seed(self.config.train.seed + 1_000_003 * self.procs.rank + self.step_idx)
+        if not self.procs.is_main:
+            return
         # Logs are cut back to what the checkpoint saw, so a resumed run writes each step once.
         for name in ("metrics.jsonl", "samples.jsonl"):
             saved = path / name
@@ -157,7 +172,11 @@ class Trainer:
             else:
                 target.unlink(missing_ok=True)
 
-    def save(self) -> Path:
+    def save(self) -> Path | None:
+        """Checkpoint (main process writes; every process calls it at the same points)."""
+        self.procs.wait()
+        if not self.procs.is_main:
+            return None
         state = {"step": self.step_idx, "skipped": self.skipped,
                  "beta": self.beta(self.step_idx), "config": self.config.to_dict()}
         extra = [self.metrics_path, self.samples_path]
@@ -179,7 +198,7 @@ class Trainer:
         """One RL step; returns (metrics record, prompts, completions, rewards)."""
         c = self.config
         t0 = time.perf_counter()
-        idx = batch_indices(self.step_idx, len(self.train_ds), c.train.batch_size, c.train.seed)
+        idx = self.procs.shard(batch_indices(self.step_idx, len(self.train_ds), c.train.batch_size, c.train.seed))
         prompts = [self.train_ds[i]["prompt"] for i in idx]
 
         # 1. rollout: completions and their log-probs under the sampling policy ("old" for PPO)
@@ -194,11 +213,14 @@ class Trainer:
 
         keep = torch.isfinite(rewards).all(-1)
         n_bad = int((~keep).sum())
-        if n_bad:
-            if not c.train.skip_nonfinite or n_bad == len(keep):
+        bad_total, kept_total = self.procs.sum(torch.tensor([float(n_bad), float(keep.sum())])).tolist()
+        if bad_total:  # decided on batch-wide counts, so every process stops (or skips) together
+            if not c.train.skip_nonfinite or kept_total == 0:
                 self.save()
                 check_finite(rewards, "the reward", self.step_idx + 1)
-            self.skipped += n_bad
+                raise NonFiniteError(f"the reward is not finite at step {self.step_idx + 1} in another process; "
+                                     f"check the reward function, or set train.skip_nonfinite=true")
+            self.skipped += int(bad_total)
             rows = keep.nonzero().flatten()
             rollout, old_logp, rewards, logratio = rollout.select(rows), old_logp[rows], rewards[rows], logratio[rows]
             demo = demo[rows] if demo is not None else None
@@ -207,7 +229,7 @@ class Trainer:
         # 3. objective and 4. whitened batch baseline
         beta = self.beta(self.step_idx)
         objective = objective_values(c.objective.name, rewards, demo_rewards=demo, logratio=logratio, beta=beta)
-        advantages = whiten(objective)
+        advantages = self.whiten(objective)
 
         # 5. PPO-clip update, accumulated over micro-batches of the rollout batch
         for group in self.optimizer.param_groups:
@@ -215,28 +237,41 @@ class Trainer:
         stats = self.update(rollout, old_logp, advantages)
         t_end = time.perf_counter()
 
-        lengths = rollout.lengths().float()
+        # Logged metrics describe the whole batch, across processes.
+        P = self.procs
+        all_rewards, all_objective, all_logratio = P.gather(rewards), P.gather(objective), P.gather(logratio)
+        lengths = P.gather(rollout.lengths().float())
+        tokens = P.gather_objects([r[m.bool()].tolist() for r, m in zip(rollout.completion_ids, rollout.completion_mask)])
         record = {
             "step": self.step_idx + 1,
-            "objective": float(objective.mean()),
-            "reward": float(rewards[:, 0].mean()),
-            "reward_std": float(rewards[:, 0].std(unbiased=False)),
-            "kl": float(logratio.mean()),
+            "objective": float(all_objective.mean()),
+            "reward": float(all_rewards[:, 0].mean()),
+            "reward_std": float(all_rewards[:, 0].std(unbiased=False)),
+            "kl": float(all_logratio.mean()),
             "beta": beta,
             "learning_rate": self.optimizer.param_groups[0]["lr"],
             "completions/mean_length": float(lengths.mean()),
-            "distinct_2": M.distinct_n([r[m.bool()].tolist() for r, m in zip(rollout.completion_ids, rollout.completion_mask)], 2),
+            "distinct_2": M.distinct_n(tokens, 2),
             "skipped_samples": self.skipped,
             **stats,
         }
         timing = {"step": self.step_idx + 1, "generation_s": t_gen - t0, "step_s": t_end - t0}
+        all_demo = P.gather(demo) if demo is not None else None
         for k, name in enumerate(self.rewards.names):
-            record[f"rewards/{name}/mean"] = float(rewards[:, k].mean())
-            if demo is not None:
-                record[f"rewards/{name}/demo_mean"] = float(demo[:, k].mean())
+            record[f"rewards/{name}/mean"] = float(all_rewards[:, k].mean())
+            if all_demo is not None:
+                record[f"rewards/{name}/demo_mean"] = float(all_demo[:, k].mean())
         self.step_idx += 1
         self.last_timing, self.last_record = timing, record
         return record, prompts, texts, rewards
+
+    def whiten(self, x: torch.Tensor) -> torch.Tensor:
+        """The paper's baseline, (x − mean)/std, with mean and std over the whole batch (all processes)."""
+        if self.procs.world == 1:
+            return whiten(x)
+        n, total, squares = self.procs.sum(torch.stack([torch.tensor(float(len(x))), x.sum(), (x * x).sum()])).tolist()
+        mean = total / n
+        return (x - mean) / (max(squares / n - mean * mean, 0.0) ** 0.5 + 1e-8)
 
     def update(self, rollout, old_logp, advantages) -> dict:
         """PPO-clip: ``ppo_epochs`` passes, each split into ``num_minibatches`` optimizer steps."""
@@ -260,7 +295,7 @@ class Trainer:
                     surrogate = torch.min(ratio * adv, torch.clamp(ratio, 1 - c.clip_eps, 1 + c.clip_eps) * adv)
                     per_seq = -(surrogate * mask).sum(-1) / mask.sum(-1).clamp(min=1)
                     loss = per_seq.sum() / size  # micro-batches add up to the minibatch mean
-                    if not torch.isfinite(loss):
+                    if self.procs.any(not torch.isfinite(loss)):
                         self.save()
                         raise NonFiniteError(f"the loss is not finite at step {self.step_idx + 1}; state saved "
                                              f"(resume with --resume), lower train.learning_rate or check the rewards")
@@ -268,12 +303,17 @@ class Trainer:
                     total += loss.item()
                     outside = ((ratio.detach() - 1).abs() > c.clip_eps).float()
                     clipped.append(float((outside * mask).sum() / mask.sum().clamp(min=1)))
+                self.procs.average_gradients(params)
                 norm = torch.nn.utils.clip_grad_norm_(params, c.max_grad_norm if c.max_grad_norm > 0 else math.inf)
                 self.optimizer.step()
                 losses.append(total)
                 grad_norms.append(float(norm))
-        return {"loss": float(np.mean(losses)), "clip_ratio": float(np.mean(clipped)),
-                "grad_norm": float(np.mean(grad_norms))}
+        stats = {"loss": float(np.mean(losses)), "clip_ratio": float(np.mean(clipped)),
+                 "grad_norm": float(np.mean(grad_norms))}
+        if self.procs.world > 1:  # grad_norm is already global (gradients were averaged)
+            for key in ("loss", "clip_ratio"):
+                stats[key] = float(self.procs.sum(torch.tensor([stats[key]], dtype=torch.float64))[0]) / self.procs.world
+        return stats
 
     # ------------------------------------------------------------------ the loop
     def train(self, steps: int | None = None) -> dict:
@@ -287,15 +327,11 @@ class Trainer:
             try:
                 while self.step_idx < end and not stop.requested:
                     record, prompts, texts, rewards = self.step()
-                    append_jsonl(self.metrics_path, record)  # deterministic: no wall-clock values
-                    append_jsonl(self.out / "timings.jsonl", self.last_timing)
-                    if c.train.sample_every and (self.step_idx % c.train.sample_every == 0 or self.step_idx == 1):
-                        for p, t, r in list(zip(prompts, texts, rewards[:, 0].tolist()))[:2]:
-                            append_jsonl(self.samples_path,
-                                         {"step": self.step_idx, "prompt": p, "completion": t, "reward": r})
-                    bar.set_postfix(reward=f"{record['reward']:.3f}", kl=f"{record['kl']:.2f}",
-                                    len=f"{record['completions/mean_length']:.0f}")
-                    bar.update()
+                    if self.procs.is_main:
+                        self._log(record, prompts, texts, rewards)
+                        bar.set_postfix(reward=f"{record['reward']:.3f}", kl=f"{record['kl']:.2f}",
+                                        len=f"{record['completions/mean_length']:.0f}")
+                        bar.update()
                     if c.train.save_every and self.step_idx % c.train.save_every == 0 and self.step_idx < end:
                         self.save()
             finally:
@@ -304,6 +340,14 @@ class Trainer:
             if stop.requested:
                 raise KeyboardInterrupt
         return record
+
+    def _log(self, record, prompts, texts, rewards) -> None:
+        append_jsonl(self.metrics_path, record)  # deterministic: no wall-clock values
+        append_jsonl(self.out / "timings.jsonl", self.last_timing)
+        every = self.config.train.sample_every
+        if every and (self.step_idx % every == 0 or self.step_idx == 1):
+            for p, t, r in list(zip(prompts, texts, rewards[:, 0].tolist()))[:2]:
+                append_jsonl(self.samples_path, {"step": self.step_idx, "prompt": p, "completion": t, "reward": r})
 
     def export(self) -> Path:
         """Save the final adapter (LoRA) or model with ``save_pretrained`` into ``OUT/final``."""
@@ -327,6 +371,9 @@ def run_training(config: Config, out_dir, *, resume: bool = False, progress: boo
     t0 = time.perf_counter()
     trainer = Trainer(config, out_dir, resume=resume, progress=progress)
     trainer.train()
+    if not trainer.procs.is_main:  # evaluation, export and the summary are the main process's
+        trainer.procs.wait()
+        return trainer, {}
     trainer.export()
     wall = time.perf_counter() - t0
     summary = {"objective": config.objective.name, "steps": trainer.step_idx, "train_seconds": wall,
@@ -334,6 +381,8 @@ def run_training(config: Config, out_dir, *, resume: bool = False, progress: boo
     if evaluate_after:
         summary.update(trainer.evaluate())
         summary["wall_seconds"] = time.perf_counter() - t0
+    summary["processes"] = trainer.procs.world
     write_json(Path(out_dir) / "summary.json", summary)
+    trainer.procs.wait()
     return trainer, summary
 

@@ -1,0 +1,67 @@
+"""What the trainer needs from several processes (``accelerate launch --num_processes N``).
+
+Each process takes a slice of every step's prompts, generates and scores them; the advantage
+baseline (batch mean and std) and the logged metrics use the whole batch across processes; gradients
+are averaged before each optimizer step; only the main process writes files. With one process every
+method is the identity, so single-process runs compute exactly what they did before.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class Processes:
+    def __init__(self):
+        from accelerate import PartialState
+
+        # PartialState sets up torch.distributed from the launcher's environment (gloo on CPU).
+        self.state = PartialState(cpu=True)
+        self.rank = self.state.process_index
+        self.world = self.state.num_processes
+        self.is_main = self.state.is_main_process
+
+    def shard(self, items: list) -> list:
+        """This process's share of a batch: every world-th item, starting at its rank."""
+        return items[self.rank::self.world] if self.world > 1 else items
+
+    def sum(self, values: torch.Tensor) -> torch.Tensor:
+        if self.world == 1:
+            return values
+        values = values.clone()
+        torch.distributed.all_reduce(values)
+        return values
+
+    def any(self, flag: bool) -> bool:
+        """True on every process when ``flag`` is true on one of them (so all stop together)."""
+        return bool(self.sum(torch.tensor([float(flag)]))[0] > 0) if self.world > 1 else flag
+
+    def gather(self, values: torch.Tensor) -> torch.Tensor:
+        """Rows of every process, concatenated in rank order (any number of rows each)."""
+        if self.world == 1:
+            return values
+        from accelerate.utils import gather_object
+
+        parts = gather_object([values.tolist()])  # one list per process
+        return torch.cat([torch.tensor(p, dtype=values.dtype).reshape(-1, *values.shape[1:]) for p in parts])
+
+    def gather_objects(self, items: list) -> list:
+        if self.world == 1:
+            return items
+        from accelerate.utils import gather_object
+
+        return gather_object(items)
+
+    def average_gradients(self, params) -> None:
+        """Mean of each gradient over processes (the loss is a per-process mean of equal shares)."""
+        if self.world == 1:
+            return
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            torch.distributed.all_reduce(p.grad)
+            p.grad /= self.world
+
+    def wait(self) -> None:
+        if self.world > 1:
+            self.state.wait_for_everyone()
