@@ -144,3 +144,28 @@ def test_materializing_the_model_does_not_change_the_run(tmp_path, monkeypatch):
     assert _train(a, "--no-eval", "--steps", "2") == 0  # builds tiny-llama into the empty cache
     assert _train(b, "--no-eval", "--steps", "2") == 0  # finds it cached
     assert (a / "metrics.jsonl").read_text() == (b / "metrics.jsonl").read_text()
+
+
+def test_tensorboard_tracker_gets_every_step(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "tb"
+    assert _train(run, "--steps", "2", "--no-eval", "--set", "train.report_to=tensorboard") == 0
+    logs = [p.parent for p in (run / "tensorboard").rglob("events.out.tfevents.*")]
+    scalars = {}
+    for d in logs:
+        acc = EventAccumulator(str(d))
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            scalars[tag] = [e.step for e in acc.Scalars(tag)]
+    assert scalars["reward"] == [1, 2] and scalars["kl"] == [1, 2]
+
+
+def test_missing_tracker_package_is_a_one_line_error(tmp_path, capsys):
+    import importlib.util
+
+    if importlib.util.find_spec("wandb"):
+        pytest.skip("wandb is installed here")
+    assert _train(tmp_path / "wb", "--steps", "1", "--no-eval", "--set", "train.report_to=wandb") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pip install wandb" in err[0]

@@ -124,6 +124,8 @@ class TrainConfig:
     """Write two samples to samples.jsonl every N steps (0: never)."""
     skip_nonfinite: bool = False
     """Drop samples with a non-finite reward (counted in metrics) instead of stopping the run."""
+    report_to: list = field(default_factory=list)
+    """Trackers besides metrics.jsonl: 'tensorboard' (OUT/tensorboard) and/or 'wandb'."""
 
 
 @dataclass
@@ -320,6 +322,9 @@ def validate(c: Config) -> None:
     _require(c.train.save_every >= 0, f"train.save_every must be >= 0, got {c.train.save_every}")
     _require(c.train.keep_checkpoints >= 1, f"train.keep_checkpoints must be >= 1, got {c.train.keep_checkpoints}")
     _require(c.train.sample_every >= 0, f"train.sample_every must be >= 0, got {c.train.sample_every}")
+    for name in c.train.report_to:
+        _require(name in ("tensorboard", "wandb"),
+                 f"unknown tracker '{name}' in train.report_to; choose from tensorboard, wandb")
     _require(c.train.threads >= 0, f"train.threads must be >= 0, got {c.train.threads}")
     _require(c.generation.max_new_tokens >= 1, f"generation.max_new_tokens must be >= 1, got {c.generation.max_new_tokens}")
     _require(c.generation.temperature > 0, f"generation.temperature must be > 0, got {c.generation.temperature}")

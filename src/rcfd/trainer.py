@@ -144,8 +144,13 @@ class Trainer:
         self.samples_path = self.out / "samples.jsonl"
         if resume:
             self._resume()
+        self.trackers = []
         if self.procs.is_main:
             write_text(self.out / "config.yaml", yaml.safe_dump(c.to_dict(), sort_keys=False))
+            if c.train.report_to:
+                from .tracking import build_trackers
+
+                self.trackers = build_trackers(c.train.report_to, self.out, self.out.name or "run", c.to_dict())
         self.procs.wait()
 
     # ------------------------------------------------------------------ checkpoints
@@ -336,6 +341,8 @@ class Trainer:
                         self.save()
             finally:
                 bar.close()
+                for tracker in self.trackers:
+                    tracker.finish()
             self.save()
             if stop.requested:
                 raise KeyboardInterrupt
@@ -344,6 +351,8 @@ class Trainer:
     def _log(self, record, prompts, texts, rewards) -> None:
         append_jsonl(self.metrics_path, record)  # deterministic: no wall-clock values
         append_jsonl(self.out / "timings.jsonl", self.last_timing)
+        for tracker in self.trackers:
+            tracker.log({k: v for k, v in record.items() if k != "step"}, step=record["step"])
         every = self.config.train.sample_every
         if every and (self.step_idx % every == 0 or self.step_idx == 1):
             for p, t, r in list(zip(prompts, texts, rewards[:, 0].tolist()))[:2]:
