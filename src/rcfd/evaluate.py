@@ -73,7 +73,8 @@ def evaluate(policy, reference, tokenizer, eval_ds, rewards, demo_values, cfg, *
                        disable=not progress):
             batch = prompts[i:i + ev.batch_size]
             rollout, texts, logp = generate(model, tokenizer, batch, gen, want_logprobs=True)
-            ref = reference_logprobs(policy, reference, rollout, ev.batch_size)
+            # Scored in training-sized micro-batches: a 128-row forward holds 0.6 GB of logits at once.
+            ref = reference_logprobs(policy, reference, rollout, cfg.train.micro_batch_size)
             values.append(rewards(batch, texts, rollout=rollout, ref_logprobs=ref))
             kl_rows.append((logp - ref).sum(-1))
             lengths.append(rollout.lengths().float())
@@ -92,7 +93,8 @@ def evaluate(policy, reference, tokenizer, eval_ds, rewards, demo_values, cfg, *
         distinct_2=M.distinct_n(gen_cut, 2), demo_distinct_2=M.distinct_n(demo_cut, 2),
         repetition_4=M.repetition_n(gen_cut, 4), demo_repetition_4=M.repetition_n(demo_cut, 4),
         kl_to_ref=float(torch.cat(kl_rows).mean()) if not base else 0.0,
-        loglik_by_position=M.mean_by_position(_position_loglik(policy, reference, long_rollout, ev.batch_size)),
+        loglik_by_position=M.mean_by_position(_position_loglik(policy, reference, long_rollout, cfg.train.micro_batch_size)),
+        demo_loglik_by_position=demo_curve(policy, reference, tokenizer, eval_ds, cfg),
         reward_samples=values.tolist(),
         samples=sample_table(prompts, texts_all, values[:, 0].tolist(), n=5),
     )
@@ -104,7 +106,7 @@ def demo_curve(policy, reference, tokenizer, eval_ds, cfg) -> list[float]:
     """Reference log-likelihood per position of the (long) human continuations."""
     ds = eval_ds.select(range(min(cfg.eval.long_prompts, len(eval_ds))))
     rollout = encode_pairs(tokenizer, ds["prompt"], ds["long_demonstration"], cfg.eval.long_tokens)
-    return M.mean_by_position(_position_loglik(policy, reference, rollout, cfg.eval.batch_size))
+    return M.mean_by_position(_position_loglik(policy, reference, rollout, cfg.train.micro_batch_size))
 
 
 def sample_table(prompts, texts, values, n: int = 3) -> list[dict]:

@@ -65,6 +65,8 @@ def generate(model, tokenizer, prompts: list[str], gen_cfg, max_new_tokens: int 
     texts = decode_completions(tokenizer, rollout)
     logprobs = None
     if want_logprobs:
-        logits = torch.stack(out.logits, 1)  # [B, C, V], raw (before temperature/top-p)
-        logprobs = _gather_logprobs(logits, completion_ids) * mask
+        # Per decoding step from the raw logits (before temperature/top-p), never stacking them into
+        # one [B, C, V] tensor: at B = 128 that copy alone was 0.6 GB.
+        logprobs = torch.stack([_gather_logprobs(step_logits, completion_ids[:, t])
+                                for t, step_logits in enumerate(out.logits)], 1) * mask
     return rollout, texts, logprobs
