@@ -133,7 +133,8 @@ class Trainer:
             check_finite(self.demo_train, "a demonstration reward")
         params = [p for p in self.policy.parameters() if p.requires_grad]
         opt_cls = torch.optim.AdamW if c.train.optimizer == "adamw" else torch.optim.Adam
-        # fused: one kernel over all parameters instead of a Python loop (full fine-tuning step 0.5 s faster).
+        # fused: one kernel over all parameters instead of a per-tensor loop (0.14 s per full fine-tuning
+        # optimizer step in the profile; the unfused loop was not timed separately).
         self.optimizer = opt_cls(params, lr=c.train.learning_rate, weight_decay=c.train.weight_decay, fused=True)
         # The schedule is indexed by RL step (not optimizer step), so it is a pure function of step_idx.
         self.lr_at = (lambda step: max(0.0, 1.0 - step / c.train.steps)) if c.train.lr_scheduler == "linear" \
