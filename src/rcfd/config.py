@@ -86,6 +86,12 @@ class GenerationConfig:
     """Sampling temperature (1.0 samples the policy itself, as the PPO ratio assumes)."""
     top_p: float = 1.0
     """Nucleus sampling threshold."""
+    backend: str = "transformers"
+    """Training rollouts with 'transformers' (generate; default, CPU or GPU) or 'vllm' (optional extra
+    rcfd[vllm], CUDA GPU; policy weights are pushed to the engine before each rollout). Evaluation
+    always uses transformers, so figures compare across backends."""
+    vllm_gpu_memory_utilization: float = 0.3
+    """Share of GPU memory the vLLM engine may take (the policy trains on the same GPU)."""
 
 
 @dataclass
@@ -328,6 +334,10 @@ def validate(c: Config) -> None:
     _require(c.train.threads >= 0, f"train.threads must be >= 0, got {c.train.threads}")
     _require(c.generation.max_new_tokens >= 1, f"generation.max_new_tokens must be >= 1, got {c.generation.max_new_tokens}")
     _require(c.generation.temperature > 0, f"generation.temperature must be > 0, got {c.generation.temperature}")
+    _require(c.generation.backend in ("transformers", "vllm"),
+             f"generation.backend must be 'transformers' or 'vllm', got '{c.generation.backend}'")
+    _require(0 < c.generation.vllm_gpu_memory_utilization <= 1,
+             f"generation.vllm_gpu_memory_utilization must be in (0, 1], got {c.generation.vllm_gpu_memory_utilization}")
     _require(0 < c.generation.top_p <= 1, f"generation.top_p must be in (0, 1], got {c.generation.top_p}")
     for key in ("prompt_tokens", "demo_tokens", "num_train", "num_eval"):
         value = getattr(c.data, key)

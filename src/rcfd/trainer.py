@@ -118,6 +118,13 @@ class Trainer:
         if self.procs.world > 1:  # same initial weights everywhere, different sampling noise per process
             torch.manual_seed(c.train.seed + 1_000_003 * self.procs.rank)
         self.model_id = c.model.name
+        self.vllm = None
+        if c.generation.backend == "vllm":
+            from .models import resolve_model_path
+            from .vllm_rollout import VLLMGenerator
+
+            self.vllm = VLLMGenerator(self.policy, self.tokenizer, resolve_model_path(c.model.name), c.model,
+                                      c.generation, seed=c.train.seed + self.procs.rank)
         self.train_ds, self.eval_ds = build_datasets(c.data, self.tokenizer)
         self.rewards = build_rewards(c.reward.names, policy=self.policy, reference=self.reference,
                                      tokenizer=self.tokenizer, model_id=self.model_id)
@@ -208,7 +215,12 @@ class Trainer:
         prompts = [self.train_ds[i]["prompt"] for i in idx]
 
         # 1. rollout: completions and their log-probs under the sampling policy ("old" for PPO)
-        rollout, texts, old_logp = generate(self.policy, self.tokenizer, prompts, c.generation, want_logprobs=True)
+        if self.vllm is None:
+            rollout, texts, old_logp = generate(self.policy, self.tokenizer, prompts, c.generation, want_logprobs=True)
+        else:
+            rollout, texts, _ = self.vllm(self.policy, prompts)
+            with torch.no_grad():
+                old_logp = token_logprobs(self.policy, rollout, c.train.micro_batch_size)
         t_gen = time.perf_counter()
 
         # 2. reference log-probs (KL, and the log-likelihood reward) and rewards R [B, K]
