@@ -166,3 +166,17 @@ def test_tldr_hub_path_on_local_jsonl(tmp_path, tiny_tokenizer):
     (tmp_path / "tldr.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     train, held = _data("tldr", tiny_tokenizer, f"data.source={tmp_path / 'tldr.jsonl'}")
     assert len(train) + len(held) == 20 and train["demonstration"][0].startswith(" summary")
+
+
+def test_stop_at_newline_ends_completions_at_the_first_line_break(tiny_path, tiny_tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    from rcfd.rollout import completion_mask, eos_token_ids
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_path)
+    newline = tiny_tokenizer("a\nb", add_special_tokens=False)["input_ids"]
+    nl = [i for i in newline if "\n" in tiny_tokenizer.decode([i])]
+    assert nl and set(nl) <= eos_token_ids(model, tiny_tokenizer, stop_at_newline=True)
+    assert not set(nl) & eos_token_ids(model, tiny_tokenizer)
+    ids = torch.tensor([[5, 6, nl[0], 7, 8]])
+    assert completion_mask(ids, eos_token_ids(model, tiny_tokenizer, True)).tolist() == [[1, 1, 1, 0, 0]]

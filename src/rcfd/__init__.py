@@ -15,7 +15,8 @@ __version__ = "0.1.0"
 
 from .config import Config, load_config, make_config, packaged_config  # noqa: E402
 from .errors import NonFiniteError, RcfdError  # noqa: E402
-from .objectives import calibrated, kl_penalized, objective_values, rcfd, whiten  # noqa: E402
+from .objectives import calibrated, kl_penalized, objective_values, rcfd, weighted, whiten  # noqa: E402
+from .tasks import TASKS, Task, get_task  # noqa: E402
 
 
 def __getattr__(name):
@@ -36,11 +37,24 @@ def __getattr__(name):
         from .evaluate import evaluate
 
         return evaluate
+    if name == "run_sweep":
+        from .sweep import run_sweep
+
+        return run_sweep
+    if name == "build_report":
+        from .html_report import build_report
+
+        return build_report
+    if name == "run_sft":
+        from .sft import run_sft
+
+        return run_sft
     raise AttributeError(f"module 'rcfd' has no attribute {name!r}")
 
 
 __all__ = [
     "Config", "load_config", "make_config", "packaged_config", "RCfDReward", "RcfdError", "NonFiniteError",
-    "calibrated", "kl_penalized", "objective_values", "rcfd", "whiten",
+    "calibrated", "kl_penalized", "objective_values", "rcfd", "weighted", "whiten", "TASKS", "Task", "get_task",
+    "run_sweep", "build_report", "run_sft",
     "Trainer", "run_training", "LogLikelihoodReward", "CallableReward", "RewardStack", "build_rewards", "evaluate",
 ]

@@ -37,6 +37,13 @@ def _quiet_libraries() -> None:
         pass
 
 
+def _task_args(p: argparse.ArgumentParser, what: str = "every run") -> None:
+    p.add_argument("--task", help="task preset (see `rcfd tasks`; default: wiki-continuation)")
+    p.add_argument("--config", type=Path, help="base config instead of a task preset")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help=f"override a config field for {what} (repeatable)")
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -70,20 +77,18 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", type=Path, help="where to write the metrics JSON (default: RUN/eval.json)")
     _common(e)
 
-    d = sub.add_parser("demo", help="embedded default: beta0 vs kl vs rcfd on use case 1, offline",
-                       description="Train three runs (beta0, kl, rcfd) with the same budget and seed on the "
-                                   "packaged SmolLM2-135M and Wikipedia extracts, evaluate them with the base "
-                                   "model on held-out prompts, and write DIR/summary.json.")
+    d = sub.add_parser("demo", help="embedded default: beta0 vs kl vs rcfd on use case 1, offline (--task for others)",
+                       description="Train the task's demo runs with one budget and seed (default task "
+                                   "wiki-continuation: beta0, kl, rcfd on the packaged SmolLM2-135M and Wikipedia "
+                                   "extracts), evaluate them with the base model on held-out prompts, and write "
+                                   "DIR/summary.json. Finished runs in DIR are reused, so a rerun resumes.")
     d.add_argument("--out", type=Path, default=Path("runs/demo"), help="output directory (default: runs/demo)")
     d.add_argument("--seed", type=int, default=0, help="training seed (default: 0)")
     d.add_argument("--steps", type=int, help="RL steps per run (default: from the task's config)")
-    d.add_argument("--task", help="task preset (see `rcfd tasks`; default: wiki-continuation)")
-    d.add_argument("--config", type=Path, help="base config instead of a task preset")
-    d.add_argument("--runs", default="beta0,kl,rcfd",
-                   help="comma-separated runs among beta0,kl,rcfd,sft (default: beta0,kl,rcfd; sft = supervised "
-                        "fine-tuning on the demonstrations with TRL)")
-    d.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field for every run (repeatable)")
+    _task_args(d)
+    d.add_argument("--runs", help="comma-separated runs among beta0, kl, rcfd, sft (supervised fine-tuning on the "
+                                   "demonstrations with TRL), quality, alpha=0.003|0.01|0.03|0.1 (default: the "
+                                   "task's: beta0,kl,rcfd; wiki-description: quality, rcfd and the α sweep)")
     _common(d)
 
     s = sub.add_parser("sweep", help="train a β (or α) grid plus RCfD with one budget and seed, then evaluate all",
@@ -95,16 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
                               "(R_1 + α·R_2, needs two rewards); any config field, e.g. train.learning_rate. "
                               "Each --grid is its own family of runs.\n\n" + EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    s.add_argument("--task", help="task preset (see `rcfd tasks`; default: wiki-continuation)")
-    s.add_argument("--config", type=Path, help="base config instead of a task preset")
+    _task_args(s)
     s.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
                    help="values to sweep, e.g. --grid beta=0,0.01,0.03,0.1,0.3 (repeatable)")
     s.add_argument("--with-rcfd", action="store_true", help="add one RCfD run with the same budget")
     s.add_argument("--out", type=Path, required=True, help="sweep directory (rerun with the same one to resume)")
     s.add_argument("--seed", type=int, default=0, help="training seed of every run (default: 0)")
     s.add_argument("--steps", type=int, help="RL steps per run (default: from the task's config)")
-    s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field for every run (repeatable)")
     _common(s)
 
     r = sub.add_parser("report", help="self-contained HTML report with the paper's figures",
@@ -125,14 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Fine-tune the policy on the prompt/demonstration pairs with TRL's SFTTrainer "
                                    "(loss on the demonstration tokens only; same model, LoRA and training pairs "
                                    "as the RL runs), then evaluate it with the same held-out metrics.")
-    f.add_argument("--task", help="task preset (see `rcfd tasks`; default: wiki-continuation)")
-    f.add_argument("--config", type=Path, help="base config instead of a task preset")
+    _task_args(f, "the run")
     f.add_argument("--out", type=Path, required=True, help="run directory to create")
     f.add_argument("--epochs", type=float, default=1.0, help="passes over the training pairs (default: 1)")
     f.add_argument("--learning-rate", type=float, default=2e-4, help="SFT learning rate (default: 2e-4)")
     f.add_argument("--seed", type=int, help="override train.seed")
-    f.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field (repeatable)")
     _common(f)
 
     rm = sub.add_parser("reward-model", help="train a reward model (sentiment classifier) on labelled texts")
@@ -226,9 +225,14 @@ def cmd_eval(args) -> int:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
+    from .tasks import get_task
+
+    if args.runs:
+        runs = tuple(r.strip() for r in args.runs.split(",") if r.strip())
+    else:
+        runs = get_task(args.task).demo_runs if args.task and not args.config else ("beta0", "kl", "rcfd")
     run_demo(args.out, config_path=_task_config(args), seed=args.seed, steps=args.steps,
-             overrides=args.overrides, progress=not args.quiet,
-             runs=tuple(r.strip() for r in args.runs.split(",") if r.strip()))
+             overrides=args.overrides, progress=not args.quiet, runs=runs)
     return 0
 
 

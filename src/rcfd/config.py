@@ -114,6 +114,8 @@ class GenerationConfig:
     """Sampling temperature (1.0 samples the policy itself, as the PPO ratio assumes)."""
     top_p: float = 1.0
     """Nucleus sampling threshold."""
+    stop_at_newline: bool = False
+    """End a completion at its first line break (one-line outputs such as short descriptions)."""
     backend: str = "transformers"
     """Training rollouts with 'transformers' (generate; default, CPU or GPU) or 'vllm' (optional extra
     rcfd[vllm], CUDA GPU; policy weights are pushed to the engine before each rollout). Evaluation

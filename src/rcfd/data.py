@@ -132,7 +132,7 @@ def _filter_label(raw, cfg):
         raise RcfdError(f"data.label_column '{cfg.label_column}' is not a column of '{cfg.source}' "
                         f"(columns: {', '.join(raw.column_names)})")
     want = str(cfg.label_value)
-    kept = raw.filter(lambda row: str(row[cfg.label_column]) == want)
+    kept = raw.select([i for i, v in enumerate(raw[cfg.label_column]) if str(v) == want])
     if len(kept) == 0:
         raise RcfdError(f"no row of '{cfg.source}' has {cfg.label_column} == {want!r}; fix data.label_value")
     return kept

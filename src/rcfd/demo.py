@@ -20,6 +20,9 @@ RUNS = {
     "kl": ["objective.name=kl", "objective.beta=0.1", "objective.beta_end=0.3"],
     "rcfd": ["objective.name=rcfd"],
     "sft": [],  # supervised fine-tuning on the demonstrations (rcfd.sft), not an RL objective
+    # Multi-reward tasks (quality + length): quality alone, and the weighted baseline's α sweep.
+    "quality": ["objective.name=reward", "reward.names=[similarity]"],
+    **{f"alpha={a}": ["objective.name=weighted", f"objective.alpha={a}"] for a in ("0.003", "0.01", "0.03", "0.1")},
 }
 
 KEYS_DROPPED_FROM_SUMMARY = ("reward_samples", "demo_reward_samples")
@@ -35,8 +38,11 @@ def load_or_run_sft(config, run_dir: Path, progress: bool) -> dict:
     return run_sft(config, run_dir, progress=progress)
 
 
+DEFAULT_RUNS = ("beta0", "kl", "rcfd")
+
+
 def run_demo(out, *, config_path, seed: int = 0, steps: int | None = None, overrides=(), progress=True,
-             runs=tuple(RUNS)) -> dict:
+             runs=DEFAULT_RUNS) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     common = list(overrides) + [f"train.seed={seed}"] + ([f"train.steps={steps}"] if steps is not None else [])

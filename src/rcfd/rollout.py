@@ -17,8 +17,18 @@ def completion_mask(completion_ids: torch.Tensor, eos_ids: set[int]) -> torch.Te
     return (before == 0).long()
 
 
-def eos_token_ids(model, tokenizer) -> set[int]:
-    ids = set()
+def newline_token_ids(tokenizer) -> set[int]:
+    """Every vocabulary entry whose text contains a line break (so '.\n' ends a line as '\n' does)."""
+    cached = getattr(tokenizer, "_rcfd_newline_ids", None)
+    if cached is None:
+        cached = {i for i in range(len(tokenizer)) if "\n" in tokenizer.decode([i])}
+        tokenizer._rcfd_newline_ids = cached
+    return cached
+
+
+def eos_token_ids(model, tokenizer, stop_at_newline: bool = False) -> set[int]:
+    """Token ids that end a completion: the model's and tokenizer's EOS, plus line breaks if asked."""
+    ids = set(newline_token_ids(tokenizer)) if stop_at_newline else set()
     cfg_eos = getattr(model.generation_config, "eos_token_id", None)
     if isinstance(cfg_eos, int):
         ids.add(cfg_eos)
@@ -40,7 +50,7 @@ def generate(model, tokenizer, prompts: list[str], gen_cfg, max_new_tokens: int 
     """
     tokenizer.padding_side = "left"
     enc = tokenizer(prompts, return_tensors="pt", padding=True)
-    eos = eos_token_ids(model, tokenizer)
+    eos = eos_token_ids(model, tokenizer, getattr(gen_cfg, "stop_at_newline", False))
     was_training = model.training
     model.eval()
     out = model.generate(

@@ -17,6 +17,7 @@ class Task:
     name: str
     description: str
     config: str  # name of a packaged config (src/rcfd/configs/NAME.yaml)
+    demo_runs: tuple = ("beta0", "kl", "rcfd")  # what `rcfd demo --task NAME` trains (see rcfd.demo.RUNS)
 
     @property
     def config_path(self) -> Path:
@@ -35,7 +36,8 @@ TASKS = {t.name: t for t in [
          "positive logit of the sentiment classifier trained on the packaged IMDB reviews", "positive-reviews"),
     Task("wiki-description",
          "use case 3, offline: write the short description of a Wikipedia extract; rewards = MiniLM "
-         "text–summary similarity and length; demonstration = the human description", "wiki-description"),
+         "text–summary similarity and length; demonstration = the human description", "wiki-description",
+         demo_runs=("quality", "rcfd", "alpha=0.003", "alpha=0.01", "alpha=0.03", "alpha=0.1")),
     Task("imdb-positive",
          "use case 2 as in the paper (needs internet): hub IMDB positive reviews, hub DistilBERT IMDB "
          "classifier's POSITIVE logit", "imdb-positive"),

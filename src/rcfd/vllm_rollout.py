@@ -63,7 +63,7 @@ class VLLMGenerator:
     def __init__(self, policy, tokenizer, model_path: str, model_cfg, gen_cfg, seed: int):
         self.vllm = import_vllm()
         self.tokenizer, self.gen_cfg, self.lora = tokenizer, gen_cfg, model_cfg.lora
-        self.eos = eos_token_ids(policy, tokenizer)
+        self.eos = eos_token_ids(policy, tokenizer, gen_cfg.stop_at_newline)
         kwargs = dict(enable_lora=True, max_lora_rank=model_cfg.lora_r, max_loras=1) if self.lora else {}
         self.llm = self.vllm.LLM(model=model_path, seed=seed, dtype="float32",
                                  gpu_memory_utilization=gen_cfg.vllm_gpu_memory_utilization, **kwargs)

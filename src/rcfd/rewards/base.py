@@ -6,7 +6,7 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-from ..errors import NonFiniteError
+from ..errors import NonFiniteError, RcfdError
 
 
 @runtime_checkable
@@ -54,3 +54,16 @@ def check_finite(values: torch.Tensor, what: str, step: int | None = None) -> No
             f"{what} is not finite{where} (rows {rows[:8]}); check the reward function, or set "
             f"train.skip_nonfinite=true to drop such samples"
         )
+
+
+def load_sequence_classifier(model_name, field: str, reward_name: str):
+    """(tokenizer, eval-mode AutoModelForSequenceClassification) for a reward, or a field-named error."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    if not model_name:
+        raise RcfdError(f"reward '{reward_name}' needs {field} (a hub id or local path)")
+    try:
+        return (AutoTokenizer.from_pretrained(model_name),
+                AutoModelForSequenceClassification.from_pretrained(model_name).eval())
+    except OSError as exc:
+        raise RcfdError(f"could not load {field} '{model_name}' ({str(exc).splitlines()[0]})") from None

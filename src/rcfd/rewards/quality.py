@@ -65,15 +65,9 @@ class RewardModelReward:
     name = "reward-model"
 
     def __init__(self, model_name: str, batch_size: int = 8):
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from .base import load_sequence_classifier
 
-        if not model_name:
-            raise RcfdError("reward 'reward-model' needs reward.reward_model (a hub id or local path)")
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(model_name)
-            self.model = AutoModelForSequenceClassification.from_pretrained(model_name).eval()
-        except OSError as exc:
-            raise RcfdError(f"could not load reward.reward_model '{model_name}' ({str(exc).splitlines()[0]})") from None
+        self.tokenizer, self.model = load_sequence_classifier(model_name, "reward.reward_model", self.name)
         if self.model.config.num_labels != 1:
             raise RcfdError(f"reward.reward_model '{model_name}' has {self.model.config.num_labels} outputs; "
                             f"a reward model has a scalar head (num_labels=1)")

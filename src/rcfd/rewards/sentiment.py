@@ -122,15 +122,9 @@ class ClassifierReward:
     name = "classifier"
 
     def __init__(self, model_name: str, label: str, batch_size: int = 16):
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from .base import load_sequence_classifier
 
-        if not model_name:
-            raise RcfdError("reward 'classifier' needs reward.classifier_model (a hub id or local path)")
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(model_name)
-            self.model = AutoModelForSequenceClassification.from_pretrained(model_name).eval()
-        except OSError as exc:
-            raise RcfdError(f"could not load reward.classifier_model '{model_name}' ({str(exc).splitlines()[0]})") from None
+        self.tokenizer, self.model = load_sequence_classifier(model_name, "reward.classifier_model", self.name)
         labels = {str(v): int(k) for k, v in self.model.config.id2label.items()}
         if str(label) in labels:
             self.index = labels[str(label)]
