@@ -13,7 +13,7 @@ from pathlib import Path
 from .config import load_config
 from .files import write_json
 from .report import print_samples, print_table
-from .sweep import evaluate_base, run_or_load
+from .sweep import evaluate_base, run_or_load, run_overrides
 
 RUNS = {
     "beta0": ["objective.name=reward"],
@@ -28,14 +28,11 @@ RUNS = {
 KEYS_DROPPED_FROM_SUMMARY = ("reward_samples", "demo_reward_samples")
 
 
-def load_or_run_sft(config, run_dir: Path, progress: bool) -> dict:
-    import json
-
+def train_sft(config, run_dir: Path, *, resume: bool, progress: bool):
+    """The ``sft`` run in :func:`rcfd.sweep.run_or_load`'s shape (SFT has no checkpoints to resume)."""
     from .sft import run_sft
 
-    if (run_dir / "summary.json").exists():
-        return json.loads((run_dir / "summary.json").read_text())
-    return run_sft(config, run_dir, progress=progress)
+    return None, run_sft(config, run_dir, progress=progress)
 
 
 DEFAULT_RUNS = ("beta0", "kl", "rcfd")
@@ -45,7 +42,7 @@ def run_demo(out, *, config_path, seed: int = 0, steps: int | None = None, overr
              runs=DEFAULT_RUNS) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    common = list(overrides) + [f"train.seed={seed}"] + ([f"train.steps={steps}"] if steps is not None else [])
+    common = run_overrides(overrides, seed, steps)
     results = {}
     t_start = time.perf_counter()
     unknown = [r for r in runs if r not in RUNS]
@@ -55,11 +52,8 @@ def run_demo(out, *, config_path, seed: int = 0, steps: int | None = None, overr
         raise RcfdError(f"unknown demo run {unknown[0]!r} in --runs; choose from {', '.join(RUNS)}")
     for name in runs:
         config = load_config(config_path, common + RUNS[name])
-        if name == "sft":
-            results[name] = load_or_run_sft(config, out / name, progress)
-            trainer = None
-        else:
-            trainer, results[name], _ = run_or_load(config, out / name, progress)
+        train = train_sft if name == "sft" else None
+        trainer, results[name], _ = run_or_load(config, out / name, progress, train=train)
         if "base" not in results:
             results["base"] = evaluate_base(config, out / name, trainer, progress)
         del trainer

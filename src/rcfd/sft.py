@@ -51,7 +51,6 @@ def run_sft(config, out_dir, *, epochs: float = 1.0, learning_rate: float = 2e-4
     train_seconds = time.perf_counter() - t0
     summary = {"objective": "sft", "steps": sft.state.global_step, "train_seconds": train_seconds,
                "sft_learning_rate": learning_rate, "sft_epochs": epochs, **trainer.evaluate()}
-    summary["objective"] = "sft"
     summary["wall_seconds"] = time.perf_counter() - t0
     write_json(Path(out_dir) / "summary.json", summary)
     return summary

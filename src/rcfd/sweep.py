@@ -70,17 +70,24 @@ def step_seconds(run_dir: Path) -> float:
     return sum(json.loads(line)["step_s"] for line in path.read_text().splitlines() if line.strip())
 
 
-def run_or_load(config, run_dir: Path, progress: bool):
+def run_overrides(overrides, seed: int, steps: int | None) -> list[str]:
+    """Overrides every run of a demo or sweep shares: the user's, the seed, and the budget if given."""
+    return list(overrides) + [f"train.seed={seed}"] + ([f"train.steps={steps}"] if steps is not None else [])
+
+
+def run_or_load(config, run_dir: Path, progress: bool, train=None):
     """Train and evaluate a run, resuming it if interrupted; a finished run is only read back.
 
-    Returns (trainer or None, summary, cpu_seconds spent now)."""
-    from .trainer import run_training
+    ``train(config, run_dir, resume=, progress=) -> (trainer or None, summary)`` defaults to
+    :func:`rcfd.trainer.run_training`. Returns (trainer or None, summary, cpu_seconds spent now)."""
+    if train is None:
+        from .trainer import run_training as train
 
     summary_path = run_dir / "summary.json"
     if summary_path.exists():
         return None, json.loads(summary_path.read_text()), 0.0
     cpu0 = time.process_time()
-    trainer, summary = run_training(config, run_dir, resume=(run_dir / "metrics.jsonl").exists(), progress=progress)
+    trainer, summary = train(config, run_dir, resume=(run_dir / "metrics.jsonl").exists(), progress=progress)
     return trainer, summary, time.process_time() - cpu0
 
 
@@ -100,7 +107,7 @@ def run_sweep(out, *, config_path, grids: list[str], with_rcfd: bool = False, se
               steps: int | None = None, overrides=(), progress: bool = True, task: str | None = None) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    common = list(overrides) + [f"train.seed={seed}"] + ([f"train.steps={steps}"] if steps is not None else [])
+    common = run_overrides(overrides, seed, steps)
     planned = plan_runs(grids, with_rcfd)
     configs = {name: load_config(config_path, common + extra) for name, extra in planned}  # fail fast on typos
     sweep_path = out / "sweep.json"
