@@ -45,16 +45,16 @@ def __getattr__(name):
         from .html_report import build_report
 
         return build_report
-    if name == "run_sft":
-        from .sft import run_sft
+    if name in ("run_sft", "run_dpo"):
+        from . import baselines
 
-        return run_sft
+        return getattr(baselines, name)
     raise AttributeError(f"module 'rcfd' has no attribute {name!r}")
 
 
 __all__ = [
     "Config", "load_config", "make_config", "packaged_config", "RCfDReward", "RcfdError", "NonFiniteError",
     "calibrated", "kl_penalized", "objective_values", "rcfd", "weighted", "whiten", "TASKS", "Task", "get_task",
-    "run_sweep", "build_report", "run_sft",
+    "run_sweep", "build_report", "run_sft", "run_dpo",
     "Trainer", "run_training", "LogLikelihoodReward", "CallableReward", "RewardStack", "build_rewards", "evaluate",
 ]

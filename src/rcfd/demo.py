@@ -19,7 +19,9 @@ RUNS = {
     "beta0": ["objective.name=reward"],
     "kl": ["objective.name=kl", "objective.beta=0.1", "objective.beta_end=0.3"],
     "rcfd": ["objective.name=rcfd"],
-    "sft": [],  # supervised fine-tuning on the demonstrations (rcfd.sft), not an RL objective
+    # Baselines from demonstrations / preferences (rcfd.baselines), not RL objectives.
+    "sft": [],
+    "dpo": [],  # needs data.preference_source
     # Multi-reward tasks (quality + length): quality alone, and the weighted baseline's α sweep.
     "quality": ["objective.name=reward", "reward.names=[similarity]"],
     **{f"alpha={a}": ["objective.name=weighted", f"objective.alpha={a}"] for a in ("0.003", "0.01", "0.03", "0.1")},
@@ -28,11 +30,12 @@ RUNS = {
 KEYS_DROPPED_FROM_SUMMARY = ("reward_samples", "demo_reward_samples")
 
 
-def train_sft(config, run_dir: Path, *, resume: bool, progress: bool):
-    """The ``sft`` run in :func:`rcfd.sweep.run_or_load`'s shape (SFT has no checkpoints to resume)."""
-    from .sft import run_sft
+def train_baseline(name: str):
+    """The ``sft``/``dpo`` run in :func:`rcfd.sweep.run_or_load`'s shape (no checkpoints to resume)."""
+    from . import baselines
 
-    return None, run_sft(config, run_dir, progress=progress)
+    run = getattr(baselines, f"run_{name}")
+    return lambda config, run_dir, *, resume, progress: (None, run(config, run_dir, progress=progress))
 
 
 DEFAULT_RUNS = ("beta0", "kl", "rcfd")
@@ -52,7 +55,7 @@ def run_demo(out, *, config_path, seed: int = 0, steps: int | None = None, overr
         raise RcfdError(f"unknown demo run {unknown[0]!r} in --runs; choose from {', '.join(RUNS)}")
     for name in runs:
         config = load_config(config_path, common + RUNS[name])
-        train = train_sft if name == "sft" else None
+        train = train_baseline(name) if name in ("sft", "dpo") else None
         trainer, results[name], _ = run_or_load(config, out / name, progress, train=train)
         if "base" not in results:
             results["base"] = evaluate_base(config, out / name, trainer, progress)
