@@ -19,7 +19,7 @@ SUMMARY_KEYS = {
 
 
 def _train(out, *extra):
-    return main(["train", "--config", str(TINY), "--out", str(out), "--quiet", *extra])
+    return main(["train", "--task", "tiny", "--out", str(out), "--quiet", *extra])  # the preset = configs/tiny.yaml
 
 
 def _final_weights(run):
@@ -117,6 +117,8 @@ def _cli(*args, cwd=None):
                 "--set", "data.prompt_column=question"], "no column 'demonstration'"),
         (None, ["train", "--config", str(TINY), "--out", "o", "--set", "data.source=empty.jsonl"], "empty prompt"),
         (None, ["train", "--config", str(TINY), "--out", "d.jsonl/run"], "cannot write to output directory"),
+        (None, ["train", "--task", "tiny", "--config", str(TINY), "--out", "o"], "either --task or --config"),
+        (None, ["train", "--task", "tinny", "--out", "o"], "unknown task 'tinny'"),
         (None, ["train", "--config", str(TINY), "--out", "o", "--set", "model.name=./no-such-model"], "does not exist"),
         (None, ["train", "--config", str(TINY), "--out", "o", "--set", "reward.names=reward_fixtures:always_nan",
                 "--set", "objective.name=reward", "--no-eval"], "not finite"),

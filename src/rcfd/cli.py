@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train one policy. A run directory gets config.yaml, metrics.jsonl, "
                                    "samples.jsonl, checkpoints/, final/ and summary.json.",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    t.add_argument("--task", help="task preset (see `rcfd tasks`) whose config to train (default: wiki-continuation)")
     t.add_argument("--config", type=Path, help=f"YAML config (default: the packaged {DEFAULT_CONFIG.name})")
     t.add_argument("--out", type=Path, help="run directory to create")
     t.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a run from its newest complete checkpoint")
@@ -123,29 +124,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     _common(sub.add_parser("tasks", help="list the task presets"))
 
-    f = sub.add_parser("sft", help="baseline: supervised fine-tuning on the demonstrations (TRL SFTTrainer)",
-                       description="Fine-tune the policy on the prompt/demonstration pairs with TRL's SFTTrainer "
-                                   "(loss on the demonstration tokens only; same model, LoRA and training pairs "
-                                   "as the RL runs), then evaluate it with the same held-out metrics.")
-    _task_args(f, "the run")
-    f.add_argument("--out", type=Path, required=True, help="run directory to create")
-    f.add_argument("--epochs", type=float, default=1.0, help="passes over the training pairs (default: 1)")
-    f.add_argument("--learning-rate", type=float, default=2e-4, help="SFT learning rate (default: 2e-4)")
-    f.add_argument("--seed", type=int, help="override train.seed")
-    _common(f)
-
-    o = sub.add_parser("dpo", help="baseline: DPO on preference pairs (TRL DPOTrainer)",
-                       description="Train the policy with DPO (TRL's DPOTrainer) on the preference pairs of "
-                                   "data.preference_source (prompt/chosen/rejected columns; e.g. the tldr task's "
-                                   "trl-lib/tldr-preference), same model, LoRA and seed as the RL runs, then "
-                                   "evaluate it with the same held-out metrics.")
-    _task_args(o, "the run")
-    o.add_argument("--out", type=Path, required=True, help="run directory to create")
-    o.add_argument("--epochs", type=float, default=1.0, help="passes over the preference pairs (default: 1)")
-    o.add_argument("--learning-rate", type=float, default=5e-5, help="DPO learning rate (default: 5e-5)")
-    o.add_argument("--beta", type=float, default=0.1, help="DPO β, strength of the implicit KL (default: 0.1)")
-    o.add_argument("--seed", type=int, help="override train.seed")
-    _common(o)
+    for name, help_, description, what, lr in [
+        ("sft", "baseline: supervised fine-tuning on the demonstrations (TRL SFTTrainer)",
+         "Fine-tune the policy on the prompt/demonstration pairs with TRL's SFTTrainer (loss on the demonstration "
+         "tokens only; same model, LoRA and training pairs as the RL runs)", "training pairs", 2e-4),
+        ("dpo", "baseline: DPO on preference pairs (TRL DPOTrainer)",
+         "Train the policy with DPO (TRL's DPOTrainer) on the preference pairs of data.preference_source "
+         "(prompt/chosen/rejected columns; e.g. the tldr task's trl-lib/tldr-preference), same model, LoRA and "
+         "seed as the RL runs", "preference pairs", 5e-5),
+    ]:
+        b = sub.add_parser(name, help=help_,
+                           description=description + ", then evaluate it with the same held-out metrics.")
+        _task_args(b, "the run")
+        b.add_argument("--out", type=Path, required=True, help="run directory to create")
+        b.add_argument("--epochs", type=float, default=1.0, help=f"passes over the {what} (default: 1)")
+        b.add_argument("--learning-rate", type=float, default=lr, help=f"learning rate (default: {lr:g})")
+        if name == "dpo":
+            b.add_argument("--beta", type=float, default=0.1, help="DPO β, strength of the implicit KL (default: 0.1)")
+        b.add_argument("--seed", type=int, help="override train.seed")
+        _common(b)
 
     rm = sub.add_parser("reward-model", help="train a reward model (sentiment classifier) on labelled texts")
     rm_sub = rm.add_subparsers(dest="rm_command", required=True, metavar="ACTION")
@@ -200,7 +197,7 @@ def cmd_train(args) -> int:
     else:
         if args.out is None:
             raise RcfdError("missing --out; give the run directory to create, e.g. --out runs/my-run")
-        config = load_config(args.config or DEFAULT_CONFIG, _overrides(args))
+        config = load_config(_task_config(args), _overrides(args))
         out, resume = args.out, False
     _, summary = run_training(config, out, resume=resume, progress=not args.quiet, evaluate_after=not args.no_eval)
     from .report import print_table
