@@ -19,6 +19,7 @@ def _adapter_moved(run_dir) -> bool:
     return any("lora_B" in k and float(v.abs().sum()) > 0 for k, v in adapter.items())  # B starts at 0
 
 
+@pytest.mark.slow  # ~30 s: a TRL training run and a full evaluation; the default suite keeps the loaders/errors
 def test_sft_trains_on_demonstrations_and_is_evaluated(tiny_config, tmp_path):
     config = tiny_config("eval.long_tokens=16", "eval.long_prompts=4")
     summary = run_sft(config, tmp_path / "sft", epochs=1, learning_rate=1e-3, progress=False)
@@ -60,6 +61,7 @@ def test_preference_errors_name_the_field(tmp_path, problem, message):
         load_preference_pairs(DataConfig(**fields, **problem))
 
 
+@pytest.mark.slow
 def test_dpo_prefers_chosen_over_rejected_and_is_evaluated(tiny_config, tmp_path):
     prefs = _preferences(tmp_path / "prefs.jsonl")
     config = tiny_config("eval.long_tokens=16", "eval.long_prompts=4", f"data.preference_source={prefs}")
