@@ -14,12 +14,15 @@ DEFAULT_CONFIG = Path(__file__).parent / "configs" / "wiki.yaml"
 
 EXAMPLES = """examples:
   rcfd demo --out runs/demo                       # use case 1: beta0 vs kl vs rcfd, evaluated with base
-  rcfd train --config configs/tiny.yaml --out runs/t --set objective.name=kl --set objective.beta=0.05
+  rcfd train --task tiny --out runs/t --set objective.name=kl --set objective.beta=0.05
+  rcfd train --task wiki-description --steps 4 --out runs/desc  # any preset of `rcfd tasks`
   rcfd train --resume runs/t                      # continue from the newest complete checkpoint
   rcfd eval runs/t                                # held-out metrics of a finished run
   rcfd sweep --task wiki-continuation --grid beta=0,0.01,0.03,0.1 --with-rcfd --out runs/sweep
   rcfd report runs/sweep --out runs/sweep/report.html
   rcfd tasks                                      # list the task presets
+  rcfd sft --out runs/sft                         # baseline: fine-tune on the demonstrations
+  rcfd dpo --task tldr --out runs/dpo             # baseline: DPO on preference pairs (needs internet)
 """
 
 
