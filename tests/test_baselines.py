@@ -7,7 +7,7 @@ from safetensors.torch import load_file
 
 from rcfd.baselines import run_dpo, run_sft
 from rcfd.cli import main
-from rcfd.config import load_config
+from rcfd.config import DataConfig
 from rcfd.data import load_preference_pairs
 from rcfd.errors import RcfdError
 
@@ -42,8 +42,6 @@ def _preferences(path, n=16):
 
 
 def test_preference_pairs_load_from_a_local_file(tmp_path):
-    from rcfd.config import DataConfig
-
     pairs = load_preference_pairs(DataConfig(preference_source=str(_preferences(tmp_path / "p.jsonl")), num_train=5))
     assert pairs.column_names == ["prompt", "chosen", "rejected"] and len(pairs) == 5
     assert pairs[2]["chosen"] == " north through the valley 2."
@@ -54,8 +52,6 @@ def test_preference_pairs_load_from_a_local_file(tmp_path):
     ({"rejected_column": "worse"}, "no column 'worse'"),
 ])
 def test_preference_errors_name_the_field(tmp_path, problem, message):
-    from rcfd.config import DataConfig
-
     fields = {"preference_source": str(_preferences(tmp_path / "p.jsonl"))} if problem else {}
     with pytest.raises(RcfdError, match=message):
         load_preference_pairs(DataConfig(**fields, **problem))
@@ -81,3 +77,10 @@ def test_dpo_without_preference_pairs_is_a_one_line_error(tmp_path, capsys):
     assert code != 0
     err = capsys.readouterr().err
     assert "data.preference_source" in err and "Traceback" not in err
+
+
+def test_an_empty_preference_is_a_one_line_error_naming_row_and_column(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps({"prompt": "A river", "chosen": "  ", "rejected": " the the"}) + "\n")
+    with pytest.raises(RcfdError, match="row 0 of .* has an empty chosen"):
+        load_preference_pairs(DataConfig(preference_source=str(path)))

@@ -38,7 +38,7 @@ def _rl_trainer(config, out_dir, progress):
 
 
 def _trl_args(config, out_dir, name: str, *, epochs, learning_rate, progress) -> dict:
-    """TrainingArguments shared by both baselines: the RL run's minibatch size, schedule and seed."""
+    """TrainingArguments shared by both baselines: the RL run's minibatch size, schedule, seed and lengths."""
     c = config.train
     return dict(
         output_dir=str(Path(out_dir) / name), num_train_epochs=epochs, learning_rate=learning_rate,
@@ -46,6 +46,7 @@ def _trl_args(config, out_dir, name: str, *, epochs, learning_rate, progress) ->
         gradient_accumulation_steps=max(1, c.batch_size // c.num_minibatches // c.micro_batch_size),
         lr_scheduler_type=c.lr_scheduler, seed=c.seed, use_cpu=True, gradient_checkpointing=False,
         save_strategy="no", report_to=[], logging_steps=1, disable_tqdm=not progress,
+        max_length=config.data.prompt_tokens + config.generation.max_new_tokens + 8,
     )
 
 
@@ -70,8 +71,7 @@ def run_sft(config, out_dir, *, epochs: float = 1.0, learning_rate: float = 2e-4
     train = trainer.train_ds.map(lambda row: {"prompt": row["prompt"], "completion": row["demonstration"]},
                                  remove_columns=trainer.train_ds.column_names)
     args = trl.SFTConfig(**_trl_args(config, out_dir, "sft", epochs=epochs, learning_rate=learning_rate,
-                                     progress=progress),
-                         max_length=config.data.prompt_tokens + config.generation.max_new_tokens + 8)
+                                     progress=progress))
     sft = trl.SFTTrainer(model=trainer.policy, args=args, train_dataset=train, processing_class=trainer.tokenizer)
     sft.train()
     return _finish(trainer, sft, out_dir, "sft", t0, {"sft_learning_rate": learning_rate, "sft_epochs": epochs})
@@ -92,7 +92,7 @@ def run_dpo(config, out_dir, *, epochs: float = 1.0, learning_rate: float = 5e-5
     trainer = _rl_trainer(config, out_dir, progress)
     args = trl.DPOConfig(**_trl_args(config, out_dir, "dpo", epochs=epochs, learning_rate=learning_rate,
                                      progress=progress),
-                         beta=beta, max_length=config.data.prompt_tokens + config.generation.max_new_tokens + 8)
+                         beta=beta)
     dpo = trl.DPOTrainer(model=trainer.policy, ref_model=trainer.reference, args=args, train_dataset=pairs,
                          processing_class=trainer.tokenizer)
     dpo.train()

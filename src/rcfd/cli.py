@@ -91,8 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--steps", type=int, help="RL steps per run (default: from the task's config)")
     _task_args(d)
     d.add_argument("--runs", help="comma-separated runs among beta0, kl, rcfd, sft (supervised fine-tuning on the "
-                                   "demonstrations with TRL), dpo (DPO on data.preference_source), quality, alpha=0.003|0.01|0.03|0.1 (default: the "
-                                   "task's: beta0,kl,rcfd; wiki-description: quality, rcfd and the α sweep)")
+                                   "demonstrations with TRL), dpo (DPO on data.preference_source), quality, "
+                                   "alpha=0.003|0.01|0.03|0.1 (default: the task's: beta0,kl,rcfd; "
+                                   "wiki-description: quality, rcfd and the α sweep)")
     _common(d)
 
     s = sub.add_parser("sweep", help="train a β (or α) grid plus RCfD with one budget and seed, then evaluate all",
@@ -277,7 +278,7 @@ def cmd_reward_model(args) -> int:
     else:
         from .data import load_table
 
-        table, source = load_table(args.data), args.data
+        table, source = load_table(args.data, field="--data"), args.data
     for col in (args.text_column, args.label_column):
         if col not in table.column_names:
             raise RcfdError(f"'{args.data}' has no column '{col}' (columns: {', '.join(table.column_names)}); "

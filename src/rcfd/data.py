@@ -173,17 +173,14 @@ def load_preference_pairs(cfg):
                         f"data.prompt_column / data.chosen_column / data.rejected_column")
     raw = raw.select(range(min(len(raw), cfg.num_train)))
     rows = {name: list(raw[col]) for name, col in columns.items()}
-    for name, values in rows.items():
-        for i, value in enumerate(values):
-            if not isinstance(value, str) or not value.strip():
-                raise RcfdError(f"row {i} of '{cfg.preference_source}' has an empty or non-text {name} "
-                                f"({type(value).__name__}); every prompt/chosen/rejected must be text")
+    check_pairs([dict(zip(rows, values)) for values in zip(*rows.values())], cfg.preference_source, tuple(rows))
     return datasets.Dataset.from_dict(rows)
 
 
-def check_pairs(rows: list[dict], source: str) -> None:
+def check_pairs(rows: list[dict], source: str, columns=("prompt", "demonstration")) -> None:
+    """Every value of ``columns`` is a non-empty string, or a one-line error naming the row and column."""
     for i, row in enumerate(rows):
-        for col in ("prompt", "demonstration"):
+        for col in columns:
             value = row[col]
             if not isinstance(value, str):
                 raise RcfdError(f"row {i} of '{source}' has a non-text {col} ({type(value).__name__}); "
