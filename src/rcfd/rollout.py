@@ -2,9 +2,74 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
+from transformers import LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
 
 from .logprobs import Rollout, _gather_logprobs, decode_completions
+
+
+class InverseCDFSampler(LogitsProcessor):
+    """Draw the next token by inverse-CDF sampling and leave only that token finite.
+
+    Same distribution as ``torch.multinomial`` (what ``generate(do_sample=True)`` calls), but with one
+    uniform number per row instead of one exponential per vocabulary entry: at B = 16 and a 49k
+    vocabulary, multinomial spent 20-22 ms per decoding step in ``exponential_``, this ~2 ms. Used with
+    greedy decoding, which then picks the drawn token.
+    """
+
+    def __call__(self, input_ids, scores):
+        cdf = torch.softmax(scores.double(), -1).cumsum_(-1)
+        u = torch.rand(scores.shape[0], 1, dtype=torch.float64, device=scores.device) * cdf[:, -1:]
+        # right=True: the first entry whose cumulative mass exceeds u, so a zero-probability token
+        # (e.g. removed by top-p) is never drawn.
+        token = torch.searchsorted(cdf, u, right=True).clamp_(max=scores.shape[-1] - 1)
+        return torch.full_like(scores, float("-inf")).scatter_(1, token, 0.0)
+
+
+def sampling_processors(temperature: float, top_p: float) -> LogitsProcessorList:
+    processors = LogitsProcessorList()
+    if temperature != 1.0:
+        processors.append(TemperatureLogitsWarper(temperature))
+    if top_p < 1.0:
+        processors.append(TopPLogitsWarper(top_p))
+    processors.append(InverseCDFSampler())
+    return processors
+
+
+@contextlib.contextmanager
+def merged_lora(model):
+    """Generate with the LoRA update folded into the base weights, then restore them bit for bit.
+
+    Decoding is dominated by per-call overhead of skinny matmuls; unmerged LoRA makes three calls per
+    projection instead of one (16 rows x 24 tokens: 7.0 s vs 5.7 s). The merged tensors are new
+    buffers swapped in and swapped out again, so the trained base weights never accumulate
+    merge/unmerge rounding. Plain LoRA linears only; anything else generates unmerged.
+    """
+    from peft.tuners.lora import Linear as LoraLinear
+
+    layers = [m for m in model.modules() if isinstance(m, LoraLinear)]
+    mergeable = bool(layers) and hasattr(model, "disable_adapter") and all(
+        not layer.disable_adapters and not layer.merged
+        and not any(layer.use_dora.get(a, False) for a in layer.active_adapters)
+        for layer in layers)
+    if not mergeable:
+        yield
+        return
+    originals = []
+    try:
+        with torch.no_grad():
+            for layer in layers:
+                base = layer.get_base_layer()
+                delta = sum(layer.get_delta_weight(a) for a in layer.active_adapters if a in layer.lora_A)
+                originals.append((base, base.weight.data))
+                base.weight.data = base.weight.data + delta
+        with model.disable_adapter():
+            yield
+    finally:
+        for base, weight in originals:
+            base.weight.data = weight
 
 
 def completion_mask(completion_ids: torch.Tensor, eos_ids: set[int]) -> torch.Tensor:
@@ -53,18 +118,18 @@ def generate(model, tokenizer, prompts: list[str], gen_cfg, max_new_tokens: int 
     eos = eos_token_ids(model, tokenizer, getattr(gen_cfg, "stop_at_newline", False))
     was_training = model.training
     model.eval()
-    out = model.generate(
-        **enc,
-        do_sample=True,
-        temperature=gen_cfg.temperature,
-        top_p=gen_cfg.top_p,
-        top_k=0,
-        max_new_tokens=max_new_tokens or gen_cfg.max_new_tokens,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=sorted(eos),
-        return_dict_in_generate=True,
-        output_logits=want_logprobs,
-    )
+    with merged_lora(model):
+        # Greedy over InverseCDFSampler's output is sampling at gen_cfg's temperature and top-p.
+        out = model.generate(
+            **enc,
+            do_sample=False,
+            logits_processor=sampling_processors(gen_cfg.temperature, gen_cfg.top_p),
+            max_new_tokens=max_new_tokens or gen_cfg.max_new_tokens,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=sorted(eos),
+            return_dict_in_generate=True,
+            output_logits=want_logprobs,
+        )
     if was_training:
         model.train()
     prompt_len = enc["input_ids"].shape[1]
