@@ -11,7 +11,7 @@ import pytest
 from rcfd.errors import RcfdError
 from rcfd.html_report import compute_rows
 from rcfd.results import RunResult
-from rcfd.sweep import plan_runs
+from rcfd.sweep import plan_runs, run_or_load
 
 TINY_STEPS = ["train.steps=3", "train.save_every=1", "eval.long_tokens=24"]
 
@@ -31,6 +31,23 @@ def test_plan_runs_expands_grids_into_families():
 def test_bad_grids_name_the_problem(grids, message):
     with pytest.raises(RcfdError, match=message):
         plan_runs(grids, with_rcfd=False)
+
+
+def test_a_run_directory_made_with_other_settings_is_not_reused(tmp_path):
+    import yaml
+
+    from rcfd.config import load_config, packaged_config
+
+    run_dir = tmp_path / "beta0"
+    run_dir.mkdir()
+    old = load_config(packaged_config("wiki"), ["objective.name=reward", "train.learning_rate=1.5e-3"])
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(old.to_dict(), sort_keys=False))
+    (run_dir / "summary.json").write_text(json.dumps({"reward_mean": -2.0}))
+    new = load_config(packaged_config("wiki"), ["objective.name=reward"])
+    with pytest.raises(RcfdError, match=r"other settings: train.learning_rate \(0.0015 there, 0.002 now\)"):
+        run_or_load(new, run_dir, progress=False)
+    _, summary, _ = run_or_load(old, run_dir, progress=False)  # same settings: read back, not retrained
+    assert summary == {"reward_mean": -2.0}
 
 
 def _run(name, alignment, seconds, family, param=None):

@@ -75,6 +75,29 @@ def run_overrides(overrides, seed: int, steps: int | None) -> list[str]:
     return list(overrides) + [f"train.seed={seed}"] + ([f"train.steps={steps}"] if steps is not None else [])
 
 
+def _first_difference(saved, current, prefix: str = "") -> str | None:
+    if isinstance(saved, dict) and isinstance(current, dict):
+        for key in sorted(set(saved) | set(current)):
+            found = _first_difference(saved.get(key), current.get(key), f"{prefix}{key}.")
+            if found:
+                return found
+        return None
+    return None if saved == current else f"{prefix[:-1]} ({saved!r} there, {current!r} now)"
+
+
+def check_same_config(config, run_dir: Path) -> None:
+    """Refuse to read back or resume a run that was made with other settings (a stale demo directory)."""
+    saved_path = run_dir / "config.yaml"
+    if not saved_path.exists():
+        return
+    import yaml
+
+    difference = _first_difference(yaml.safe_load(saved_path.read_text()), config.to_dict())
+    if difference:
+        raise RcfdError(f"'{run_dir}' holds a run made with other settings: {difference}; "
+                        f"choose another --out or delete that directory")
+
+
 def run_or_load(config, run_dir: Path, progress: bool, train=None):
     """Train and evaluate a run, resuming it if interrupted; a finished run is only read back.
 
@@ -83,6 +106,7 @@ def run_or_load(config, run_dir: Path, progress: bool, train=None):
     if train is None:
         from .trainer import run_training as train
 
+        check_same_config(config, run_dir)  # (the SFT/DPO baselines save their trainer's own config)
     summary_path = run_dir / "summary.json"
     if summary_path.exists():
         return None, json.loads(summary_path.read_text()), 0.0
