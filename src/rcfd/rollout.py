@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
@@ -38,6 +39,22 @@ def sampling_processors(temperature: float, top_p: float) -> LogitsProcessorList
     return processors
 
 
+def _effective_weight(layer) -> torch.Tensor | None:
+    """The weight a linear layer applies now: W, or W + ΔW for an active plain LoRA layer; None for
+    layers whose output is not one weight (DoRA)."""
+    from peft.tuners.lora import Linear as LoraLinear
+
+    if not isinstance(layer, LoraLinear):
+        return layer.weight
+    weight = layer.get_base_layer().weight
+    if layer.disable_adapters or layer.merged:
+        return weight
+    active = [a for a in layer.active_adapters if a in layer.lora_A]
+    if any(layer.use_dora.get(a, False) for a in active):
+        return None
+    return weight + sum(layer.get_delta_weight(a) for a in active) if active else weight
+
+
 @contextlib.contextmanager
 def merged_lora(model):
     """Generate with the LoRA update folded into the base weights, then restore them bit for bit.
@@ -62,9 +79,9 @@ def merged_lora(model):
         with torch.no_grad():
             for layer in layers:
                 base = layer.get_base_layer()
-                delta = sum(layer.get_delta_weight(a) for a in layer.active_adapters if a in layer.lora_A)
+                merged = _effective_weight(layer).detach()
                 originals.append((base, base.weight.data))
-                base.weight.data = base.weight.data + delta
+                base.weight.data = merged
         with model.disable_adapter():
             yield
     finally:
@@ -72,6 +89,7 @@ def merged_lora(model):
             base.weight.data = weight
 
 
+@functools.cache
 def _onednn_packing_works() -> bool:
     """oneDNN's prepacked linear (what torch.compile's CPU freezing path uses) is in this torch build."""
     try:
@@ -79,22 +97,6 @@ def _onednn_packing_works() -> bool:
         return torch.ops.mkldnn._linear_pointwise(torch.ones(1, 3), w, None, "none", [], "").shape == (1, 2)
     except (AttributeError, RuntimeError):
         return False
-
-
-def _effective_weight(layer) -> torch.Tensor | None:
-    """The weight a linear layer applies now: W, or W + ΔW for an active plain LoRA layer; None for
-    layers whose output is not one weight (DoRA)."""
-    from peft.tuners.lora import Linear as LoraLinear
-
-    if not isinstance(layer, LoraLinear):
-        return layer.weight
-    weight = layer.get_base_layer().weight
-    if layer.disable_adapters or layer.merged:
-        return weight
-    active = [a for a in layer.active_adapters if a in layer.lora_A]
-    if any(layer.use_dora.get(a, False) for a in active):
-        return None
-    return weight + sum(layer.get_delta_weight(a) for a in active) if active else weight
 
 
 @contextlib.contextmanager
@@ -135,19 +137,13 @@ def packed_linears(model, rows: int):
 @contextlib.contextmanager
 def sampling_weights(model, rows: int):
     """The fastest exact way to sample from ``model``: packed oneDNN linears on CPU, merged LoRA elsewhere."""
-    global _PACKING
     on_cpu_fp32 = all(p.device.type == "cpu" and p.dtype == torch.float32 for p in model.parameters())
-    if on_cpu_fp32 and _PACKING is None:
-        _PACKING = _onednn_packing_works()
-    if on_cpu_fp32 and _PACKING:
+    if on_cpu_fp32 and _onednn_packing_works():
         with packed_linears(model, rows):
             yield
     else:
         with merged_lora(model):
             yield
-
-
-_PACKING: bool | None = None  # decided on first use
 
 
 def completion_mask(completion_ids: torch.Tensor, eos_ids: set[int]) -> torch.Tensor:
