@@ -50,6 +50,42 @@ def test_a_run_directory_made_with_other_settings_is_not_reused(tmp_path):
     assert summary == {"reward_mean": -2.0}
 
 
+
+def test_a_baseline_run_is_checked_against_the_config_its_trainer_saved(tmp_path):
+    import yaml
+
+    from rcfd.baselines import trainer_config
+    from rcfd.config import load_config, packaged_config
+
+    run_dir = tmp_path / "sft"
+    run_dir.mkdir()
+    config = load_config(packaged_config("wiki"), ["objective.name=rcfd"])
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(trainer_config(config).to_dict(), sort_keys=False))
+    (run_dir / "summary.json").write_text(json.dumps({"objective": "sft"}))
+    def never(*args, **kwargs):
+        pytest.fail("a finished run must be read back, not retrained")
+
+    _, summary, _ = run_or_load(config, run_dir, False, train=never, saved_config=trainer_config(config))
+    assert summary == {"objective": "sft"}
+    changed = load_config(packaged_config("wiki"), ["objective.name=rcfd", "train.seed=1"])
+    with pytest.raises(RcfdError, match=r"other settings: train.seed \(0 there, 1 now\)"):
+        run_or_load(changed, run_dir, False, train=never, saved_config=trainer_config(changed))
+
+
+def test_base_metrics_are_read_back_only_while_the_settings_stay_the_same(tmp_path, monkeypatch):
+    from rcfd import sweep
+    from rcfd.config import load_config, packaged_config
+
+    calls = []
+    monkeypatch.setattr(sweep, "evaluate_base", lambda config, *a: calls.append(config) or {"reward_mean": len(calls)})
+    config = load_config(packaged_config("wiki"), ["objective.name=reward"])
+    cache = tmp_path / "base"
+    assert sweep.base_metrics(config, cache, tmp_path / "beta0", None, False) == {"reward_mean": 1}
+    assert sweep.base_metrics(config, cache, tmp_path / "beta0", None, False) == {"reward_mean": 1}
+    other = load_config(packaged_config("wiki"), ["objective.name=reward", "eval.batch_size=64"])
+    assert sweep.base_metrics(other, cache, tmp_path / "beta0", None, False) == {"reward_mean": 2}
+    assert len(calls) == 2
+
 def _run(name, alignment, seconds, family, param=None):
     return RunResult(name, {"alignment": alignment}, None, family, param, ["loglik"], seconds)
 
@@ -109,6 +145,7 @@ def test_sweep_resumes_without_redoing_finished_runs(interrupted_then_resumed_sw
     steps = [json.loads(line)["step"] for line in (out / "beta=0.1" / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3]  # resumed at step 3, not restarted
     saved = json.loads((out / "sweep.json").read_text())
+    assert (out / "base" / "summary.json").exists()  # the base model, evaluated once and kept
     assert set(saved["runs"]) == {"beta=0", "beta=0.1", "rcfd"} and saved["base"]["metrics"]["reward_mean"] == \
         record["base"]["metrics"]["reward_mean"]
     for name, run in saved["runs"].items():

@@ -26,15 +26,17 @@ def _trl():
     return trl
 
 
-def _rl_trainer(config, out_dir, progress):
-    """An RL trainer object, so the policy, reference, rewards and data load exactly as the RL runs do.
+def trainer_config(config):
+    """The config of the RL trainer object a baseline loads through (what its ``config.yaml`` holds):
+    objective 'reward' skips the demonstration-reward pass that only RCfD needs for training."""
+    return dataclasses.replace(config, objective=dataclasses.replace(config.objective, name="reward"))
 
-    Objective 'reward' skips the demonstration-reward pass that only RCfD needs for training.
-    """
+
+def _rl_trainer(config, out_dir, progress):
+    """An RL trainer object, so the policy, reference, rewards and data load exactly as the RL runs do."""
     from .trainer import Trainer
 
-    config = dataclasses.replace(config, objective=dataclasses.replace(config.objective, name="reward"))
-    return Trainer(config, out_dir, progress=progress)
+    return Trainer(trainer_config(config), out_dir, progress=progress)
 
 
 def _trl_args(config, out_dir, name: str, *, epochs, learning_rate, progress) -> dict:

@@ -1,7 +1,9 @@
 """``rcfd demo``: the embedded default. Three runs with one budget and seed, evaluated with the base model.
 
 Runs: ``beta0`` (maximize the reward), ``kl`` (R − β·KL, the paper's β 0.1 → 0.3 schedule) and
-``rcfd`` (−(R − R_demo)²). Writes ``DIR/summary.json`` = {"runs": {NAME: metrics}}.
+``rcfd`` (−(R − R_demo)²). Writes ``DIR/summary.json`` = {"runs": {NAME: metrics}}. Rerunning the
+same command reads finished runs and the base model's metrics (``DIR/base``) back instead of redoing
+them, and refuses a directory made with other settings.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 from .config import load_config
 from .files import write_json
 from .report import print_samples, print_table
-from .sweep import evaluate_base, run_or_load, run_overrides
+from .sweep import base_metrics, run_or_load, run_overrides
 
 RUNS = {
     "beta0": ["objective.name=reward"],
@@ -55,10 +57,14 @@ def run_demo(out, *, config_path, seed: int = 0, steps: int | None = None, overr
         raise RcfdError(f"unknown demo run {unknown[0]!r} in --runs; choose from {', '.join(RUNS)}")
     for name in runs:
         config = load_config(config_path, common + RUNS[name])
-        train = train_baseline(name) if name in ("sft", "dpo") else None
-        trainer, results[name], _ = run_or_load(config, out / name, progress, train=train)
+        train, saved = None, None
+        if name in ("sft", "dpo"):
+            from .baselines import trainer_config
+
+            train, saved = train_baseline(name), trainer_config(config)
+        trainer, results[name], _ = run_or_load(config, out / name, progress, train=train, saved_config=saved)
         if "base" not in results:
-            results["base"] = evaluate_base(config, out / name, trainer, progress)
+            results["base"] = base_metrics(config, out / "base", out / name, trainer, progress)
         del trainer
     ordered = {k: results[k] for k in ("base", *runs)}
     summary = {

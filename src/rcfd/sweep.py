@@ -1,7 +1,8 @@
 """``rcfd sweep``: the β (or α) grid that a KL-penalized (or weighted) objective needs, plus RCfD.
 
 Each grid value is one run in ``DIR/NAME`` trained with the same seed and budget and evaluated on the
-same held-out prompts; the base model is evaluated once. Runs go one after another; a finished run
+same held-out prompts; the base model is evaluated once (kept in ``DIR/base`` and read back by a
+rerun with the same settings). Runs go one after another; a finished run
 (its ``summary.json`` exists) is skipped and an interrupted one resumes from its newest checkpoint, so
 rerunning the same command after an interruption redoes nothing that finished. ``DIR/sweep.json`` is
 rewritten after every run with, per run: the overrides and resolved config, the held-out metrics,
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from .config import load_config
 from .errors import RcfdError
-from .files import write_json
+from .files import write_json, write_text
 
 SHORTHANDS = {
     # grid key -> overrides for one value v (the paper's two swept baselines)
@@ -85,28 +86,34 @@ def _first_difference(saved, current, prefix: str = "") -> str | None:
     return None if saved == current else f"{prefix[:-1]} ({saved!r} there, {current!r} now)"
 
 
-def check_same_config(config, run_dir: Path) -> None:
-    """Refuse to read back or resume a run that was made with other settings (a stale demo directory)."""
+def config_difference(config, run_dir: Path) -> str | None:
+    """The first field where ``run_dir/config.yaml`` differs from ``config`` (None: same, or no file)."""
     saved_path = run_dir / "config.yaml"
     if not saved_path.exists():
-        return
+        return None
     import yaml
 
-    difference = _first_difference(yaml.safe_load(saved_path.read_text()), config.to_dict())
+    return _first_difference(yaml.safe_load(saved_path.read_text()), config.to_dict())
+
+
+def check_same_config(config, run_dir: Path) -> None:
+    """Refuse to read back or resume a run that was made with other settings (a stale demo directory)."""
+    difference = config_difference(config, run_dir)
     if difference:
         raise RcfdError(f"'{run_dir}' holds a run made with other settings: {difference}; "
                         f"choose another --out or delete that directory")
 
 
-def run_or_load(config, run_dir: Path, progress: bool, train=None):
+def run_or_load(config, run_dir: Path, progress: bool, train=None, saved_config=None):
     """Train and evaluate a run, resuming it if interrupted; a finished run is only read back.
 
     ``train(config, run_dir, resume=, progress=) -> (trainer or None, summary)`` defaults to
-    :func:`rcfd.trainer.run_training`. Returns (trainer or None, summary, cpu_seconds spent now)."""
+    :func:`rcfd.trainer.run_training`; ``saved_config`` is the config such a run writes to its
+    ``config.yaml`` when that is not ``config`` itself (the SFT/DPO baselines).
+    Returns (trainer or None, summary, cpu_seconds spent now)."""
     if train is None:
         from .trainer import run_training as train
-
-        check_same_config(config, run_dir)  # (the SFT/DPO baselines save their trainer's own config)
+    check_same_config(saved_config if saved_config is not None else config, run_dir)
     summary_path = run_dir / "summary.json"
     if summary_path.exists():
         return None, json.loads(summary_path.read_text()), 0.0
@@ -127,6 +134,21 @@ def evaluate_base(config, run_dir: Path, trainer, progress: bool) -> dict:
     return base
 
 
+def base_metrics(config, cache_dir: Path, run_dir: Path, trainer, progress: bool) -> dict:
+    """:func:`evaluate_base`, kept in ``cache_dir`` and read back while the settings stay the same,
+    so rerunning a finished demo or sweep does not evaluate the base model again."""
+    import yaml
+
+    summary_path = cache_dir / "summary.json"
+    if summary_path.exists() and (cache_dir / "config.yaml").exists() and config_difference(config, cache_dir) is None:
+        return json.loads(summary_path.read_text())
+    base = evaluate_base(config, run_dir, trainer, progress)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    write_text(cache_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+    write_json(summary_path, base)
+    return base
+
+
 def run_sweep(out, *, config_path, grids: list[str], with_rcfd: bool = False, seed: int = 0,
               steps: int | None = None, overrides=(), progress: bool = True, task: str | None = None) -> dict:
     out = Path(out)
@@ -137,15 +159,15 @@ def run_sweep(out, *, config_path, grids: list[str], with_rcfd: bool = False, se
     sweep_path = out / "sweep.json"
     previous = json.loads(sweep_path.read_text()) if sweep_path.exists() else {}
     record = {"task": task, "config_path": str(config_path), "seed": seed, "common_overrides": common,
-              "runs": previous.get("runs", {}), "base": previous.get("base")}
+              "runs": previous.get("runs", {}), "base": None}
     for i, (name, extra) in enumerate(planned, 1):
         run_dir = out / name
         done = (run_dir / "summary.json").exists()
         if progress:
             print(f"[{i}/{len(planned)}] {name}: {'finished earlier, skipped' if done else 'training'}", flush=True)
         trainer, summary, cpu = run_or_load(configs[name], run_dir, progress)
-        if record["base"] is None:
-            record["base"] = {"metrics": evaluate_base(configs[name], run_dir, trainer, progress)}
+        if i == 1:  # the base model once per sweep, read back when a rerun has the same settings
+            record["base"] = {"metrics": base_metrics(configs[name], out / "base", run_dir, trainer, progress)}
         old = record["runs"].get(name, {})
         record["runs"][name] = {
             "overrides": extra, "config": configs[name].to_dict(), "metrics": summary,
