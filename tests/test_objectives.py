@@ -61,3 +61,13 @@ def test_beta_schedule():
 def test_unknown_objective():
     with pytest.raises(ValueError):
         objective_values("nope", torch.zeros(2, 1))
+
+
+def test_learning_rate_schedule_by_hand():
+    from rcfd.trainer import lr_factor
+
+    assert [lr_factor(s, 4, "linear") for s in range(4)] == [1.0, 0.75, 0.5, 0.25]
+    assert [lr_factor(s, 4, "constant") for s in range(4)] == [1.0] * 4
+    # two warm-up steps (1/3, 2/3), then the decay over the remaining four steps
+    assert [lr_factor(s, 6, "linear", 2) for s in range(6)] == pytest.approx([1 / 3, 2 / 3, 1.0, 0.75, 0.5, 0.25])
+    assert [lr_factor(s, 4, "constant", 1) for s in range(4)] == [0.5, 1.0, 1.0, 1.0]

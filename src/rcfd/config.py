@@ -144,6 +144,9 @@ class TrainConfig:
     """Adam learning rate."""
     lr_scheduler: str = "linear"
     """'linear' (decay to 0 over train.steps, the transformers/TRL default) or 'constant'."""
+    warmup_steps: int = 0
+    """RL steps of linear learning-rate warm-up before the schedule (Adam's first updates, with its
+    second-moment estimate from one or two minibatches, move every adapted weight by the full rate)."""
     optimizer: str = "adamw"
     """'adam' or 'adamw'."""
     weight_decay: float = 0.0
@@ -360,6 +363,8 @@ def validate(c: Config) -> None:
     _require(c.train.batch_size % c.train.num_minibatches == 0,
              f"train.batch_size ({c.train.batch_size}) must be divisible by train.num_minibatches ({c.train.num_minibatches})")
     _require(c.train.learning_rate > 0, f"train.learning_rate must be > 0, got {c.train.learning_rate}")
+    _require(0 <= c.train.warmup_steps < c.train.steps,
+             f"train.warmup_steps must be >= 0 and below train.steps ({c.train.steps}), got {c.train.warmup_steps}")
     _require(c.train.lr_scheduler in ("linear", "constant"),
              f"train.lr_scheduler must be 'linear' or 'constant', got '{c.train.lr_scheduler}'")
     _require(c.train.optimizer in ("adam", "adamw"), f"train.optimizer must be 'adam' or 'adamw', got '{c.train.optimizer}'")

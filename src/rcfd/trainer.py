@@ -52,6 +52,17 @@ def batch_indices(step: int, n: int, batch_size: int, seed: int) -> list[int]:
     return out
 
 
+def lr_factor(step: int, steps: int, scheduler: str, warmup_steps: int = 0) -> float:
+    """Learning-rate multiplier at RL step ``step`` (0-based): a linear warm-up over the first
+    ``warmup_steps`` steps ((step + 1)/(warmup_steps + 1), so no step is wasted at 0), then constant or
+    a linear decay to 0 at ``steps`` (transformers' linear schedule, counted in RL steps)."""
+    if step < warmup_steps:
+        return (step + 1) / (warmup_steps + 1)
+    if scheduler == "constant":
+        return 1.0
+    return max(0.0, 1.0 - (step - warmup_steps) / max(1, steps - warmup_steps))
+
+
 def seed_everything(seed: int) -> None:
     import random
 
@@ -145,8 +156,7 @@ class Trainer:
         # optimizer step in the profile; the unfused loop was not timed separately).
         self.optimizer = opt_cls(params, lr=c.train.learning_rate, weight_decay=c.train.weight_decay, fused=True)
         # The schedule is indexed by RL step (not optimizer step), so it is a pure function of step_idx.
-        self.lr_at = (lambda step: max(0.0, 1.0 - step / c.train.steps)) if c.train.lr_scheduler == "linear" \
-            else (lambda step: 1.0)
+        self.lr_at = lambda step: lr_factor(step, c.train.steps, c.train.lr_scheduler, c.train.warmup_steps)
         self.step_idx = 0
         self.skipped = 0
         self.metrics_path = self.out / "metrics.jsonl"
