@@ -26,6 +26,7 @@ def test_overrides_are_typed():
         ({}, ["train.steps=abc"], "train.steps' must be int"),
         ({}, ["train.steps=0"], "train.steps must be >= 1"),
         ({}, ["train.clip_eps=2"], "train.clip_eps must be in (0, 1)"),
+        ({}, ["train.steps=4", "train.warmup_steps=4"], "train.warmup_steps must be >= 0 and below train.steps (4)"),
         ({}, ["reward.names=nonsense"], "unknown reward 'nonsense'"),
         ({"model": 3}, [], "section 'model.' must be a mapping"),
         ({}, ["train.batch_size=10", "train.num_minibatches=3"], "divisible"),
