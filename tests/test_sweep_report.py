@@ -50,7 +50,6 @@ def test_a_run_directory_made_with_other_settings_is_not_reused(tmp_path):
     assert summary == {"reward_mean": -2.0}
 
 
-
 def test_a_baseline_run_is_checked_against_the_config_its_trainer_saved(tmp_path):
     import yaml
 
@@ -62,6 +61,7 @@ def test_a_baseline_run_is_checked_against_the_config_its_trainer_saved(tmp_path
     config = load_config(packaged_config("wiki"), ["objective.name=rcfd"])
     (run_dir / "config.yaml").write_text(yaml.safe_dump(trainer_config(config).to_dict(), sort_keys=False))
     (run_dir / "summary.json").write_text(json.dumps({"objective": "sft"}))
+
     def never(*args, **kwargs):
         pytest.fail("a finished run must be read back, not retrained")
 
@@ -85,6 +85,7 @@ def test_base_metrics_are_read_back_only_while_the_settings_stay_the_same(tmp_pa
     other = load_config(packaged_config("wiki"), ["objective.name=reward", "eval.batch_size=64"])
     assert sweep.base_metrics(other, cache, tmp_path / "beta0", None, False) == {"reward_mean": 2}
     assert len(calls) == 2
+
 
 def _run(name, alignment, seconds, family, param=None):
     return RunResult(name, {"alignment": alignment}, None, family, param, ["loglik"], seconds)

@@ -12,6 +12,7 @@ import resource
 import time
 from pathlib import Path
 
+from .baselines import trainer_config
 from .config import load_config
 from .files import write_json
 from .report import print_samples, print_table
@@ -57,12 +58,10 @@ def run_demo(out, *, config_path, seed: int = 0, steps: int | None = None, overr
         raise RcfdError(f"unknown demo run {unknown[0]!r} in --runs; choose from {', '.join(RUNS)}")
     for name in runs:
         config = load_config(config_path, common + RUNS[name])
-        train, saved = None, None
-        if name in ("sft", "dpo"):
-            from .baselines import trainer_config
-
-            train, saved = train_baseline(name), trainer_config(config)
-        trainer, results[name], _ = run_or_load(config, out / name, progress, train=train, saved_config=saved)
+        baseline = name in ("sft", "dpo")  # trained by TRL; their run directory records trainer_config
+        trainer, results[name], _ = run_or_load(config, out / name, progress,
+                                                train=train_baseline(name) if baseline else None,
+                                                saved_config=trainer_config(config) if baseline else None)
         if "base" not in results:
             results["base"] = base_metrics(config, out / "base", out / name, trainer, progress)
         del trainer
