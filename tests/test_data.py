@@ -3,7 +3,7 @@ import json
 import pytest
 
 from rcfd.config import DataConfig
-from rcfd.data import build_datasets, fingerprint
+from rcfd.data import build_datasets, fingerprint, unseen_dataset
 from rcfd.errors import RcfdError
 
 
@@ -20,6 +20,20 @@ def test_wiki_split_is_deterministic_and_disjoint(tiny_tokenizer):
     # a different split seed gives a different split
     _, ev3 = build_datasets(DataConfig(**{**cfg.__dict__, "split_seed": 1}), tiny_tokenizer)
     assert fingerprint(ev3) != fingerprint(ev)
+
+
+def test_unseen_pairs_are_outside_both_splits(tmp_path, tiny_tokenizer):
+    rows = [{"question": f"prompt number {i}", "answer": f"answer {i}"} for i in range(30)]
+    (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    cfg = DataConfig(source=str(tmp_path / "d.jsonl"), prompt_column="question", demo_column="answer",
+                     num_eval=6, num_train=10)
+    train, ev = build_datasets(cfg, tiny_tokenizer)
+    unseen = unseen_dataset(cfg, tiny_tokenizer, 14)
+    assert len(unseen) == 14 and set(unseen.column_names) == set(ev.column_names)
+    assert set(unseen["prompt"]) | set(train["prompt"]) | set(ev["prompt"]) == {r["question"] for r in rows}
+    assert fingerprint(unseen_dataset(cfg, tiny_tokenizer, 5)) == fingerprint(unseen.select(range(5)))
+    with pytest.raises(RcfdError, match="--unseen 15: .* has 14 pairs outside"):
+        unseen_dataset(cfg, tiny_tokenizer, 15)
 
 
 def _rows(n=20):

@@ -39,6 +39,9 @@ def test_train_and_eval_end_to_end(tmp_path, capsys):
     assert main(["eval", str(run), "--quiet"]) == 0
     evaluated = json.loads((run / "eval.json").read_text())
     assert evaluated["reward_mean"] == pytest.approx(summary["reward_mean"], abs=1e-5)
+    assert main(["eval", str(run), "--quiet", "--unseen", "12"]) == 0  # pairs neither split used
+    unseen = json.loads((run / "eval-unseen-12.json").read_text())
+    assert len(unseen["reward_samples"]) == 12 and unseen["demo_reward_mean"] != evaluated["demo_reward_mean"]
 
 
 @pytest.mark.parametrize("objective", ["reward", "kl"])

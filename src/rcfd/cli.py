@@ -79,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run", type=Path, help="run directory written by `rcfd train`")
     e.add_argument("--base", action="store_true", help="evaluate the reference (base) model instead")
     e.add_argument("--out", type=Path, help="where to write the metrics JSON (default: RUN/eval.json)")
+    e.add_argument("--unseen", type=int, metavar="N",
+                   help="evaluate on N prompt/demonstration pairs that neither the training nor the held-out "
+                        "split used, instead of the held-out split: a second, larger sample (written to "
+                        "RUN/eval-unseen-N.json by default)")
     _common(e)
 
     d = sub.add_parser("demo", help="embedded default: beta0 vs kl vs rcfd on use case 1, offline (--task for others)",
@@ -226,8 +230,14 @@ def cmd_eval(args) -> int:
         raise RcfdError(f"'{args.run}' has no config.yaml; pass a run directory written by `rcfd train`")
     config = make_config(yaml.safe_load(saved.read_text()))
     trainer = Trainer(config, args.run, resume=True, progress=not args.quiet)
-    result = trainer.evaluate(base=args.base)
-    out = args.out or args.run / ("eval-base.json" if args.base else "eval.json")
+    dataset = None
+    if args.unseen is not None:
+        from .data import unseen_dataset
+
+        dataset = unseen_dataset(config.data, trainer.tokenizer, args.unseen)
+    result = trainer.evaluate(base=args.base, dataset=dataset)
+    name = ("eval-base" if args.base else "eval") + (f"-unseen-{args.unseen}" if args.unseen else "")
+    out = args.out or args.run / f"{name}.json"
     write_json(out, result)
     from .report import print_table
 

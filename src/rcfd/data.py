@@ -189,10 +189,8 @@ def check_pairs(rows: list[dict], source: str, columns=("prompt", "demonstration
                 raise RcfdError(f"row {i} of '{source}' has an empty {col}; remove the row or fill it in")
 
 
-def build_datasets(cfg, tokenizer):
-    """Return (train, eval) ``datasets.Dataset`` with columns prompt, demonstration, long_demonstration."""
-    import datasets
-
+def _ordered_pairs(cfg, tokenizer) -> tuple[list[dict], list[int], int]:
+    """All usable pairs of ``data.source``, their split order and the number held out for evaluation."""
     if cfg.source == "wiki-offline":
         rows = wiki_pairs(tokenizer, cfg.prompt_tokens, cfg.demo_tokens, cfg.eval_demo_tokens)
     elif cfg.source == "wiki-description":
@@ -204,13 +202,35 @@ def build_datasets(cfg, tokenizer):
     check_pairs(rows, cfg.source)
     if len(rows) < 2:
         raise RcfdError(f"data.source '{cfg.source}' yields {len(rows)} usable pairs; at least 2 are needed")
-    order = _split_order(len(rows), cfg.split_seed)
-    n_eval = min(cfg.num_eval, max(1, len(rows) // 5))
+    return rows, _split_order(len(rows), cfg.split_seed), min(cfg.num_eval, max(1, len(rows) // 5))
+
+
+_COLUMNS = ("prompt", "demonstration", "long_demonstration")
+
+
+def _as_dataset(rows: list[dict]):
+    import datasets
+
+    return datasets.Dataset.from_dict({c: [r[c] for r in rows] for c in _COLUMNS})
+
+
+def build_datasets(cfg, tokenizer):
+    """Return (train, eval) ``datasets.Dataset`` with columns prompt, demonstration, long_demonstration."""
+    rows, order, n_eval = _ordered_pairs(cfg, tokenizer)
     eval_rows = [rows[i] for i in order[:n_eval]]
     train_rows = [rows[i] for i in order[n_eval:n_eval + cfg.num_train]]
-    cols = ("prompt", "demonstration", "long_demonstration")
-    as_ds = lambda rs: datasets.Dataset.from_dict({c: [r[c] for r in rs] for c in cols})  # noqa: E731
-    return as_ds(train_rows), as_ds(eval_rows)
+    return _as_dataset(train_rows), _as_dataset(eval_rows)
+
+
+def unseen_dataset(cfg, tokenizer, n: int):
+    """``n`` pairs that neither split of :func:`build_datasets` uses (the next ones in the split order):
+    a second, larger held-out sample, to tell a policy's effect from the noise of a small eval set."""
+    rows, order, n_eval = _ordered_pairs(cfg, tokenizer)
+    rest = order[n_eval + cfg.num_train:]
+    if n < 1 or n > len(rest):
+        raise RcfdError(f"--unseen {n}: data.source '{cfg.source}' has {len(rest)} pairs outside the training "
+                        f"and held-out splits; ask for between 1 and {len(rest)}")
+    return _as_dataset([rows[i] for i in rest[:n]])
 
 
 def fingerprint(dataset) -> str:

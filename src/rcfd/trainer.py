@@ -390,12 +390,15 @@ class Trainer:
         self.tokenizer.save_pretrained(final)
         return final
 
-    def evaluate(self, base: bool = False, demo_eval=None) -> dict:
+    def evaluate(self, base: bool = False, demo_eval=None, dataset=None) -> dict:
+        """Held-out metrics on ``dataset`` (default: the eval split) for the policy or, with ``base``,
+        the reference."""
         c = self.config
+        dataset = self.eval_ds if dataset is None else dataset
         if demo_eval is None:
-            demo_eval = demo_rewards(self.rewards, self.eval_ds, self.tokenizer, c.generation.max_new_tokens,
+            demo_eval = demo_rewards(self.rewards, dataset, self.tokenizer, c.generation.max_new_tokens,
                                      desc="demonstration rewards (eval)", progress=self.progress)
-        return evaluate(self.policy, self.reference, self.tokenizer, self.eval_ds, self.rewards, demo_eval, c,
+        return evaluate(self.policy, self.reference, self.tokenizer, dataset, self.rewards, demo_eval, c,
                         base=base, seed=c.train.seed, desc="base" if base else c.objective.name,
                         progress=self.progress)
 
