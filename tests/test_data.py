@@ -32,7 +32,7 @@ def test_unseen_pairs_are_outside_both_splits(tmp_path, tiny_tokenizer):
     assert len(unseen) == 14 and set(unseen.column_names) == set(ev.column_names)
     assert set(unseen["prompt"]) | set(train["prompt"]) | set(ev["prompt"]) == {r["question"] for r in rows}
     assert fingerprint(unseen_dataset(cfg, tiny_tokenizer, 5)) == fingerprint(unseen.select(range(5)))
-    with pytest.raises(RcfdError, match="--unseen 15: .* has 14 pairs outside"):
+    with pytest.raises(RcfdError, match="15 unseen pairs asked for, but .* has 14 pairs outside"):
         unseen_dataset(cfg, tiny_tokenizer, 15)
 
 

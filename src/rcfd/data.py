@@ -228,8 +228,8 @@ def unseen_dataset(cfg, tokenizer, n: int):
     rows, order, n_eval = _ordered_pairs(cfg, tokenizer)
     rest = order[n_eval + cfg.num_train:]
     if n < 1 or n > len(rest):
-        raise RcfdError(f"--unseen {n}: data.source '{cfg.source}' has {len(rest)} pairs outside the training "
-                        f"and held-out splits; ask for between 1 and {len(rest)}")
+        raise RcfdError(f"{n} unseen pairs asked for, but data.source '{cfg.source}' has {len(rest)} pairs outside "
+                        f"the training and held-out splits; ask for between 1 and {len(rest)}")
     return _as_dataset([rows[i] for i in rest[:n]])
 
 
