@@ -23,7 +23,7 @@ def test_wiki_split_is_deterministic_and_disjoint(tiny_tokenizer):
 
 
 def test_unseen_pairs_are_outside_both_splits(tmp_path, tiny_tokenizer):
-    rows = [{"question": f"prompt number {i}", "answer": f"answer {i}"} for i in range(30)]
+    rows = _rows(30)
     (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     cfg = DataConfig(source=str(tmp_path / "d.jsonl"), prompt_column="question", demo_column="answer",
                      num_eval=6, num_train=10)
