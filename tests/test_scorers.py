@@ -21,6 +21,15 @@ def test_weighted_objective_is_quality_plus_alpha_times_the_rest():
         load_config(None, ["objective.name=weighted"])
 
 
+def test_the_demos_quality_run_trains_on_quality_alone_and_is_scored_on_every_reward():
+    from rcfd.demo import RUNS
+
+    config = load_config(get_task("wiki-description").config_path, RUNS["quality"])
+    assert config.reward.names == ["similarity", "length"]  # evaluated on the plane of the α sweep
+    r = torch.tensor([[0.9, -24.0], [0.4, -3.0]])
+    assert torch.equal(objective_values(config.objective.name, r, alpha=config.objective.alpha), r[:, 0])
+
+
 def test_length_reward_is_minus_tokens(tiny_tokenizer):
     rewards = build_rewards(["length"], policy=None, reference=None, tokenizer=tiny_tokenizer, model_id="t")
     completions = [" one two three", " a"]
@@ -143,7 +152,7 @@ def test_wiki_description_pairs_text_with_its_human_description(tiny_tokenizer):
     from rcfd.data import load_wiki_records
 
     train, held = _data("wiki-description", tiny_tokenizer)
-    descriptions = {" " + r["description"].strip() for r in load_wiki_records() if r.get("description")}
+    descriptions = {" " + r["description"].strip() + "\n" for r in load_wiki_records() if r.get("description")}
     assert set(train["demonstration"]) <= descriptions
     assert all(p.endswith(":") and "Short description of" in p for p in held["prompt"])
     assert _data("wiki-description", tiny_tokenizer)[0]["prompt"] == train["prompt"]

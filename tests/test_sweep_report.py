@@ -193,3 +193,59 @@ def test_report_figures_load_and_are_not_blank_in_chromium(interrupted_then_resu
         crop = pixels[y:y + h, x:x + w]
         assert crop.size and y + h <= pixels.shape[0], "figure outside the screenshot"
         assert crop.std() > 10 and (crop < 128).mean() > 0.005, "figure area is blank"
+
+
+def test_report_of_a_demo_whose_runs_were_scored_with_different_rewards(tmp_path):
+    """An older quality-only run (scored with similarity alone) next to runs scored with similarity and
+    length: the demonstrations keep both rewards, and that run is left off what it has no value for."""
+    import yaml
+
+    from rcfd.html_report import build_report
+    from rcfd.results import load_results
+
+    both, one = ["similarity", "length"], ["similarity"]
+
+    def metrics(names, objective, sim, length):
+        m = {"objective": objective, "reward_mean": sim, "reward_std": 0.1, "alignment": 0.3, "wasserstein": 0.1,
+             "mean_length": -length, "distinct_2": 0.8, "repetition_4": 0.0, "kl_to_ref": 1.0,
+             "demo_reward_mean": 0.5, "demo_reward_std": 0.1, "demo_mean_length": 9.0, "demo_distinct_2": 0.8,
+             "demo_repetition_4": 0.0}
+        for n, value in zip(names, (sim, length)):
+            m.update({f"rewards/{n}/mean": value, f"rewards/{n}/demo_mean": 0.5 if n == "similarity" else -9.0,
+                      f"rewards/{n}/demo_std": 0.1 if n == "similarity" else 4.0, f"rewards/{n}/alignment": 0.3})
+        return m
+
+    runs = {"base": (one, "none", 0.4, -17.0), "quality": (one, "reward", 0.85, -24.0),
+            "rcfd": (both, "rcfd", 0.55, -10.0), "alpha=0.01": (both, "weighted", 0.7, -4.0)}
+    summary = {"runs": {}, "reward_samples": {}, "demo_reward_samples": [[0.5]] * 8}
+    for name, (names, objective, sim, length) in runs.items():
+        summary["runs"][name] = metrics(names, objective, sim, length)
+        summary["reward_samples"][name] = [[sim, length][:len(names)]] * 8
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.yaml").write_text(yaml.safe_dump({"reward": {"names": names}}))
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+
+    loaded, demo = load_results([tmp_path])
+    assert demo.reward_names == both and demo.reward_means == [0.5, -9.0]
+    assert demo.reward_samples is None  # the stored demonstration samples have one column, not two
+    assert {r.name: r.reward_names for r in loaded}["quality"] == one
+    assert build_report([tmp_path], tmp_path / "report.html").exists()
+
+
+def test_the_demo_table_says_how_far_each_run_is_from_the_demonstrations_per_reward():
+    from rcfd.report import format_calibration, format_table
+
+    def run(sim, length):
+        m = {"reward_mean": sim, "reward_std": 0.1, "alignment": 0.2, "wasserstein": 0.1, "mean_length": -length,
+             "distinct_2": 0.8, "repetition_4": 0.0, "kl_to_ref": 1.0, "demo_reward_mean": 0.5,
+             "demo_reward_std": 0.1, "demo_mean_length": 9.0, "demo_distinct_2": 0.8, "demo_repetition_4": 0.0}
+        for n, value, mean, std in (("similarity", sim, 0.5, 0.1), ("length", length, -9.0, 4.0)):
+            m.update({f"rewards/{n}/mean": value, f"rewards/{n}/demo_mean": mean, f"rewards/{n}/demo_std": std,
+                      f"rewards/{n}/alignment": 0.25})
+        return m
+
+    text = format_calibration({"rcfd": run(0.55, -11.0), "quality": run(0.85, -24.0)})
+    assert "rcfd     similarity +0.50 (A 0.250), length -0.50 (A 0.250)" in text
+    assert "quality  similarity +3.50" in text and "length -3.75" in text
+    single = {k: v for k, v in run(0.55, -11.0).items() if "/length/" not in k}
+    assert format_calibration({"beta0": single}) == "" and "demonstrations" in format_table({"beta0": single})

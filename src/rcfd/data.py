@@ -70,7 +70,9 @@ def wiki_description_pairs(tokenizer, prompt_tokens: int) -> list[dict]:
     pairs = []
     for record, ids in zip(records, ids_list):
         text = tokenizer.decode(ids[:prompt_tokens]).strip()
-        demo = " " + record["description"].strip()
+        # The line break is part of the demonstration: generation stops at it (stop_at_newline) and
+        # counts it, so without it the length reward would put the human one token short of the policy.
+        demo = " " + record["description"].strip() + "\n"
         pairs.append({"prompt": DESCRIPTION_PROMPT.format(title=record["title"], text=text),
                       "demonstration": demo, "long_demonstration": demo})
     return pairs

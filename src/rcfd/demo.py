@@ -26,7 +26,8 @@ RUNS = {
     "sft": [],
     "dpo": [],  # needs data.preference_source
     # Multi-reward tasks (quality + length): quality alone, and the weighted baseline's α sweep.
-    "quality": ["objective.name=reward", "reward.names=[similarity]"],
+    # Quality alone is R_quality + 0·R_length: trained on the first reward, scored on all of them.
+    "quality": ["objective.name=weighted", "objective.alpha=0"],
     **{f"alpha={a}": ["objective.name=weighted", f"objective.alpha={a}"] for a in ("0.003", "0.01", "0.03", "0.1")},
 }
 

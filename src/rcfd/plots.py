@@ -40,12 +40,24 @@ def _finish(fig, ax_or_axes, title):
     return fig
 
 
+def _column(run, reward: str, k: int) -> int | None:
+    """Column of ``reward`` in a run's reward samples (None if the run was not scored with it)."""
+    if not run.reward_names:
+        return k
+    return run.reward_names.index(reward) if reward in run.reward_names else None
+
+
+def _scored_with_all(run, names) -> bool:
+    return not run.reward_names or all(n in run.reward_names for n in names)
+
+
 def reward_distributions(runs, demo, colors):
     k_count = len(demo.reward_names)
     fig, axes = plt.subplots(1, k_count, figsize=(6.2 * k_count, 3.8), squeeze=False)
     for k, name in enumerate(demo.reward_names):
         ax = axes[0, k]
-        samples = {r.name: np.asarray(r.metrics["reward_samples"])[:, k] for r in runs if r.metrics.get("reward_samples")}
+        samples = {r.name: np.asarray(r.metrics["reward_samples"])[:, _column(r, name, k)] for r in runs
+                   if r.metrics.get("reward_samples") and _column(r, name, k) is not None}
         pool = list(samples.values())
         if demo.reward_samples:
             pool.append(np.asarray(demo.reward_samples)[:, k])
@@ -102,8 +114,11 @@ def reward_plane(runs, demo, colors):
 
     def point(r):
         if two:
-            return r.reward_means()[0], r.reward_means()[1]
+            return tuple(r.metrics[f"rewards/{n}/mean"] for n in demo.reward_names[:2])
         return r.metrics.get("kl_to_ref", 0.0), r.metrics["reward_mean"]
+
+    if two:  # a run scored with other rewards (e.g. from another task) has no point on this plane
+        runs = [r for r in runs if _scored_with_all(r, demo.reward_names[:2])]
 
     for family, cmap in FAMILY_MAPS.items():
         members = sorted((r for r in runs if r.family == family and r.param is not None), key=lambda r: r.param)

@@ -34,8 +34,26 @@ def format_table(runs: dict[str, dict]) -> str:
     return "\n".join([line(header), line(["-" * w for w in widths])] + [line(b) for b in body])
 
 
+def format_calibration(runs: dict[str, dict]) -> str:
+    """Per reward, how far each run's mean is from the demonstrations' (in demonstration std), and its
+    alignment; empty for single-reward runs, whose table already says so."""
+    names = [k.split("/")[1] for k in next(iter(runs.values()), {}) if k.startswith("rewards/") and k.endswith("/demo_std")]
+    if len(names) < 2:
+        return ""
+    lines = ["per reward, run mean − demonstrations' mean in demonstration std (alignment A):"]
+    width = max(len(n) for n in runs)
+    for run, r in runs.items():
+        cells = [f"{n} {(r[f'rewards/{n}/mean'] - r[f'rewards/{n}/demo_mean']) / r[f'rewards/{n}/demo_std']:+.2f} "
+                 f"(A {r[f'rewards/{n}/alignment']:.3f})" for n in names if f"rewards/{n}/mean" in r]
+        lines.append(f"  {run.ljust(width)}  " + ", ".join(cells))
+    return "\n".join(lines)
+
+
 def print_table(runs: dict[str, dict]) -> None:
     print(format_table(runs))
+    calibration = format_calibration(runs)
+    if calibration:
+        print("\n" + calibration)
 
 
 def print_samples(runs: dict[str, dict], n: int = 2, width: int = 160) -> None:

@@ -65,10 +65,12 @@ def _family(name: str, metrics: dict) -> tuple[str, float | None]:
 
 
 def _reward_names(metrics: dict, config: dict | None) -> list[str]:
-    if config and config.get("reward", {}).get("names"):
-        return list(config["reward"]["names"])
-    return sorted(k.split("/")[1] for k in metrics if k.startswith("rewards/") and k.endswith("/mean")
-                  and not k.endswith("demo_mean"))
+    """The rewards a run was scored with: the config's order, restricted to those its metrics hold."""
+    scored = [k.split("/")[1] for k in metrics if k.startswith("rewards/") and k.endswith("/mean")
+              and not k.endswith("demo_mean")]
+    configured = list(((config or {}).get("reward") or {}).get("names") or [])
+    in_both = [n for n in configured if n in scored]
+    return in_both or configured or sorted(scored)
 
 
 def _config_of(run_dir: Path) -> dict | None:
@@ -132,10 +134,13 @@ def load_results(dirs) -> tuple[list[RunResult], Demonstrations]:
             runs.append(r)
     if not runs:
         raise RcfdError("no runs found in the given directories")
-    first = next((r for r in runs if r.family != "base"), runs[0])
+    # The demonstrations are described by the run scored with the most rewards (a run trained on
+    # fewer, e.g. an older quality-only run, must not hide the others).
+    first = max((r for r in runs if r.family != "base"), key=lambda r: len(r.reward_names), default=runs[0])
     names = first.reward_names
     m = first.metrics
-    demo_samples = next((r.metrics.get("demo_reward_samples") for r in runs if r.metrics.get("demo_reward_samples")), None)
+    demo_samples = next((s for s in (r.metrics.get("demo_reward_samples") for r in [first, *runs])
+                         if s and len(s[0]) == len(names)), None)
     demo = Demonstrations(
         reward_names=names, reward_samples=demo_samples,
         reward_means=[m[f"rewards/{n}/demo_mean"] for n in names],
