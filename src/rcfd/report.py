@@ -37,7 +37,8 @@ def format_table(runs: dict[str, dict]) -> str:
 def format_calibration(runs: dict[str, dict]) -> str:
     """Per reward, how far each run's mean is from the demonstrations' (in demonstration std), and its
     alignment; empty for single-reward runs, whose table already says so."""
-    names = [k.split("/")[1] for k in next(iter(runs.values()), {}) if k.startswith("rewards/") and k.endswith("/demo_std")]
+    names = list(dict.fromkeys(k.split("/")[1] for r in runs.values() for k in r
+                               if k.startswith("rewards/") and k.endswith("/demo_std")))
     if len(names) < 2:
         return ""
     lines = ["per reward, run mean − demonstrations' mean in demonstration std (alignment A):"]
