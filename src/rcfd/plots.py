@@ -41,14 +41,11 @@ def _finish(fig, ax_or_axes, title):
 
 
 def _column(run, reward: str, k: int) -> int | None:
-    """Column of ``reward`` in a run's reward samples (None if the run was not scored with it)."""
+    """Column of ``reward`` in a run's reward samples: its index among the run's rewards, ``k`` (the
+    demonstrations' order) when the run names none, None when the run was not scored with it."""
     if not run.reward_names:
         return k
     return run.reward_names.index(reward) if reward in run.reward_names else None
-
-
-def _scored_with_all(run, names) -> bool:
-    return not run.reward_names or all(n in run.reward_names for n in names)
 
 
 def reward_distributions(runs, demo, colors):
@@ -56,8 +53,8 @@ def reward_distributions(runs, demo, colors):
     fig, axes = plt.subplots(1, k_count, figsize=(6.2 * k_count, 3.8), squeeze=False)
     for k, name in enumerate(demo.reward_names):
         ax = axes[0, k]
-        samples = {r.name: np.asarray(r.metrics["reward_samples"])[:, _column(r, name, k)] for r in runs
-                   if r.metrics.get("reward_samples") and _column(r, name, k) is not None}
+        samples = {r.name: np.asarray(r.metrics["reward_samples"])[:, col] for r in runs
+                   if r.metrics.get("reward_samples") and (col := _column(r, name, k)) is not None}
         pool = list(samples.values())
         if demo.reward_samples:
             pool.append(np.asarray(demo.reward_samples)[:, k])
@@ -118,7 +115,7 @@ def reward_plane(runs, demo, colors):
         return r.metrics.get("kl_to_ref", 0.0), r.metrics["reward_mean"]
 
     if two:  # a run scored with other rewards (e.g. from another task) has no point on this plane
-        runs = [r for r in runs if _scored_with_all(r, demo.reward_names[:2])]
+        runs = [r for r in runs if all(_column(r, n, i) is not None for i, n in enumerate(demo.reward_names[:2]))]
 
     for family, cmap in FAMILY_MAPS.items():
         members = sorted((r for r in runs if r.family == family and r.param is not None), key=lambda r: r.param)

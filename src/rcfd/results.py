@@ -33,9 +33,6 @@ class RunResult:
             return []
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
-    def reward_means(self) -> list[float]:
-        return [self.metrics[f"rewards/{n}/mean"] for n in self.reward_names]
-
 
 @dataclass
 class Demonstrations:
