@@ -58,6 +58,47 @@ def test_sentiment_classifier_trains_reports_accuracy_and_scores(tmp_path, some_
         SentimentReward(tmp_path)
 
 
+def test_default_classifier_trained_by_runs_started_side_by_side(tmp_path, some_reviews, monkeypatch):
+    """Two runs on a fresh cache both train the default classifier; both must get a whole one. (Two
+    processes once collided on one temp file name and a run died: test_files.py pins that down.)"""
+    import threading
+
+    import rcfd.data
+    from rcfd.rewards import sentiment
+
+    monkeypatch.setenv("RCFD_CACHE", str(tmp_path))
+    monkeypatch.setattr(rcfd.data, "load_movie_reviews", lambda: some_reviews)
+    fit = sentiment._fit_pipeline
+    both_fitted = threading.Barrier(2)
+
+    def fit_then_wait(*args):
+        model = fit(*args)
+        both_fitted.wait(timeout=60)  # both write at the same moment
+        return model
+
+    monkeypatch.setattr(sentiment, "_fit_pipeline", fit_then_wait)
+    leftover = tmp_path / "reward_models" / sentiment.DEFAULT_SENTIMENT
+    leftover.mkdir(parents=True)
+    (leftover / "model.joblib").write_bytes(b"half written by an interrupted run")
+    paths, errors = [], []
+
+    def run():
+        try:
+            paths.append(sentiment.default_sentiment_dir(progress=False))
+        except Exception as e:  # noqa: BLE001 - reported by the assertion below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and paths == [leftover, leftover]
+    assert sorted(p.name for p in (tmp_path / "reward_models").iterdir()) == [sentiment.DEFAULT_SENTIMENT]
+    good, bad = sentiment.SentimentReward(leftover)(["It was "] * 2, [" wonderful, I loved it.", " awful and boring."])
+    assert good > bad
+
+
 def test_similarity_prefers_a_related_summary():
     rewards = build_rewards(["similarity"], policy=None, reference=None, tokenizer=None, model_id="t")
     source = "The cat sat on the warm mat in the kitchen and slept all afternoon."

