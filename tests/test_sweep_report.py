@@ -249,3 +249,6 @@ def test_the_demo_table_says_how_far_each_run_is_from_the_demonstrations_per_rew
     assert "quality  similarity +3.50" in text and "length -3.75" in text
     single = {k: v for k, v in run(0.55, -11.0).items() if "/length/" not in k}
     assert format_calibration({"beta0": single}) == "" and "demonstrations" in format_table({"beta0": single})
+    table = format_table({"beta0": single}).splitlines()
+    assert "vs demos (σ)" in table[0]
+    assert table[2].split()[2] == "+0.00" and table[3].split()[2] == "+0.50"  # (0.55 − 0.5) / 0.1

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+def demo_z(r: dict) -> float:
+    """How far a run's mean reward is from the demonstrations', in demonstration std."""
+    std = r["demo_reward_std"]
+    return (r["reward_mean"] - r["demo_reward_mean"]) / std if std > 0 else float("nan")
+
+
 COLUMNS = [
     ("reward", lambda r: f"{r['reward_mean']:.3f}±{r['reward_std']:.2f}"),
+    ("vs demos (σ)", lambda r: f"{demo_z(r):+.2f}"),
     ("align A", lambda r: f"{r['alignment']:.3f}"),
     ("W1", lambda r: f"{r['wasserstein']:.3f}"),
     ("length", lambda r: f"{r['mean_length']:.1f}"),
@@ -17,6 +24,7 @@ def demo_row(result: dict) -> dict:
     """The demonstrations' own figures, shaped like a run's."""
     return {
         "reward_mean": result["demo_reward_mean"], "reward_std": result["demo_reward_std"],
+        "demo_reward_mean": result["demo_reward_mean"], "demo_reward_std": result["demo_reward_std"],
         "alignment": 0.0, "wasserstein": 0.0, "mean_length": result["demo_mean_length"],
         "distinct_2": result["demo_distinct_2"], "repetition_4": result["demo_repetition_4"], "kl_to_ref": float("nan"),
     }
