@@ -6,26 +6,32 @@ import json
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 
-def write_text(path, text: str) -> None:
-    """Write a text file atomically (temp file, fsync, rename).
-
-    The temp file has a unique name, so two processes writing the same file never rename each
-    other's temp file away (the last rename wins, whole).
-    """
+@contextmanager
+def _replaced_atomically(path):
+    """Yield a unique temp file beside ``path``; on success rename it onto ``path``, on failure
+    remove it. Unique, so two processes writing one file never rename each other's temp file away
+    (the last rename wins, whole)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_text(path, text: str) -> None:
+    """Write a text file atomically (temp file, fsync, rename)."""
+    with _replaced_atomically(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def write_json(path, obj) -> None:
@@ -41,7 +47,6 @@ def append_jsonl(path, record: dict) -> None:
         os.fsync(f.fileno())
 
 
-
 def publish_dir(staging, final, marker: str) -> None:
     """Move a finished directory into place atomically; if a concurrent writer got there first
     (``final/marker`` exists), keep theirs and drop ours."""
@@ -55,13 +60,25 @@ def publish_dir(staging, final, marker: str) -> None:
             raise
 
 
+@contextmanager
+def staged_dir(final, marker: str):
+    """Yield a private directory beside ``final`` to write into; on success publish it whole
+    (:func:`publish_dir`), on failure remove it."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    publish_dir(staging, final, marker)
+
+
 def save_torch(path, obj) -> None:
     """torch.save atomically (temp file in the same directory, then rename)."""
     import torch
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with _replaced_atomically(path) as tmp:
+        torch.save(obj, tmp)

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 
 from .errors import RcfdError
-from .files import publish_dir
+from .files import staged_dir
 
 PACKAGED_MODELS = ("smollm2-135m", "tiny-llama")
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -67,10 +66,9 @@ def materialize_smollm2() -> Path:
         config.name_or_path = "smollm2-135m"
         plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
         plain.load_state_dict(gguf_model.state_dict())
-        tmp = Path(tempfile.mkdtemp(prefix=".smollm2-", dir=target.parent))
-        plain.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        publish_dir(tmp, target, marker="config.json")
+        with staged_dir(target, marker="config.json") as tmp:
+            plain.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
         bar.update()
     return target
 
@@ -107,11 +105,9 @@ def build_tiny_llama(seed: int = 0) -> Path:
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=target.parent))
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    publish_dir(tmp, target, marker="config.json")
+    with staged_dir(target, marker="config.json") as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
     return target
 
 

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-def demo_z(r: dict) -> float:
+def demo_z(mean: float, demo_mean: float, demo_std: float) -> float:
     """How far a run's mean reward is from the demonstrations', in demonstration std."""
-    std = r["demo_reward_std"]
-    return (r["reward_mean"] - r["demo_reward_mean"]) / std if std > 0 else float("nan")
+    return (mean - demo_mean) / demo_std if demo_std > 0 else float("nan")
 
 
 COLUMNS = [
     ("reward", lambda r: f"{r['reward_mean']:.3f}±{r['reward_std']:.2f}"),
-    ("vs demos (σ)", lambda r: f"{demo_z(r):+.2f}"),
+    ("vs demos (σ)", lambda r: f"{demo_z(r['reward_mean'], r['demo_reward_mean'], r['demo_reward_std']):+.2f}"),
     ("align A", lambda r: f"{r['alignment']:.3f}"),
     ("W1", lambda r: f"{r['wasserstein']:.3f}"),
     ("length", lambda r: f"{r['mean_length']:.1f}"),
@@ -52,7 +51,7 @@ def format_calibration(runs: dict[str, dict]) -> str:
     lines = ["per reward, run mean − demonstrations' mean in demonstration std (alignment A):"]
     width = max(len(n) for n in runs)
     for run, r in runs.items():
-        cells = [f"{n} {(r[f'rewards/{n}/mean'] - r[f'rewards/{n}/demo_mean']) / r[f'rewards/{n}/demo_std']:+.2f} "
+        cells = [f"{n} {demo_z(r[f'rewards/{n}/mean'], r[f'rewards/{n}/demo_mean'], r[f'rewards/{n}/demo_std']):+.2f} "
                  f"(A {r[f'rewards/{n}/alignment']:.3f})" for n in names if f"rewards/{n}/mean" in r]
         lines.append(f"  {run.ljust(width)}  " + ", ".join(cells))
     return "\n".join(lines)

