@@ -31,6 +31,17 @@ def test_overrides_are_typed():
         ({"model": 3}, [], "section 'model.' must be a mapping"),
         ({}, ["train.batch_size=10", "train.num_minibatches=3"], "divisible"),
         ({}, ["novalue"], "must look like key=value"),
+        ({}, ["train.batch_size=10", "train.num_generations=4"], "train.batch_size (10) counts completions and must be "
+                                                                "divisible by train.num_generations (4)"),
+        ({}, ["train.batch_size=16", "train.num_minibatches=4", "train.num_generations=8"], "minibatches hold whole groups"),
+        ({}, ["train.advantage=ppo"], "unknown estimator 'ppo' in train.advantage; choose one of whiten, rloo, group"),
+        ({}, ["train.advantage=rloo"], "set train.num_generations >= 2"),
+        ({}, ["train.advantage_scale=first"], "applies to train.advantage=rloo only"),
+        ({}, ["train.advantage_scale=huge"], "unknown scale 'huge' in train.advantage_scale"),
+        ({}, ["objective.name=rcfd-mean"], "objective.name=rcfd-mean needs train.num_generations >= 2"),
+        ({}, ["objective.name=rcfd-mean", "train.num_generations=2", "train.advantage=group"],
+         "set train.advantage=rloo"),
+        ({}, ["eval.samples_per_prompt=0"], "eval.samples_per_prompt must be >= 1"),
     ],
 )
 def test_bad_config_names_the_field(data, overrides, needle):

@@ -59,6 +59,56 @@ def test_same_seed_same_metrics(tmp_path):
     assert (a / "metrics.jsonl").read_text() != (c / "metrics.jsonl").read_text()
 
 
+GROUPED = ("--set", "train.num_generations=4", "--set", "objective.name=rcfd-mean", "--set", "train.advantage=rloo",
+           "--set", "train.advantage_scale=first")
+
+
+def test_group_rollouts_rerun_gives_identical_metrics(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for run in (a, b):
+        assert _train(run, "--no-eval", "--steps", "2", *GROUPED) == 0
+    assert (a / "metrics.jsonl").read_text() == (b / "metrics.jsonl").read_text()
+
+
+def test_resume_with_a_frozen_first_step_scale_continues_exactly(tmp_path, tiny_config):
+    from rcfd.trainer import Trainer
+
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert _train(straight, "--no-eval", "--steps", "4", *GROUPED) == 0
+    overrides = [GROUPED[i] for i in range(1, len(GROUPED), 2)]
+    trainer = Trainer(tiny_config("train.steps=4", *overrides), split, progress=False)
+    trainer.train(steps=2)
+    del trainer
+    assert _train(split, "--no-eval", "--resume", str(split)) == 0
+    assert (straight / "metrics.jsonl").read_text() == (split / "metrics.jsonl").read_text()
+
+
+def test_eval_every_logs_calibration_without_changing_training(tmp_path):
+    plain, watched = tmp_path / "plain", tmp_path / "watched"
+    assert _train(plain, "--no-eval") == 0
+    assert _train(watched, "--no-eval", "--set", "train.eval_every=2", "--set", "train.eval_prompts=8") == 0
+    rows = [json.loads(line) for line in (watched / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "eval/reward_z" in r] == [2, 4]
+    assert {"eval/alignment", "eval/distinct_2_rel", "eval/naturalness"} <= set(rows[1])
+    strip = lambda text: [{k: v for k, v in json.loads(line).items() if not k.startswith("eval/")}  # noqa: E731
+                          for line in text.splitlines()]
+    assert strip((plain / "metrics.jsonl").read_text()) == strip((watched / "metrics.jsonl").read_text())
+
+
+def test_summary_states_the_noise_of_the_calibration_figures(tmp_path):
+    run = tmp_path / "run"
+    assert _train(run, "--steps", "1", "--set", "eval.samples_per_prompt=3") == 0
+    s = json.loads((run / "summary.json").read_text())
+    assert s["samples_per_prompt"] == 3 and len(s["reward_samples"]) == 3 * s["num_prompts"]
+    assert len(s["demo_reward_samples"]) == s["num_prompts"]
+    for key in ("reward_mean_se", "reward_gap_se", "alignment_floor", "naturalness", "demo_naturalness",
+                "demo_naturalness_std"):
+        assert key in s and s[key] == s[key], key  # present and not nan
+    # on the loglik task the naturalness of a text is its reward
+    assert s["naturalness"] == pytest.approx(s["reward_mean"], abs=1e-4)
+    assert s["demo_naturalness"] == pytest.approx(s["demo_reward_mean"], abs=1e-4)
+
+
 def test_resume_continues_exactly(tmp_path, tiny_config):
     """6 steps straight == a 6-step run stopped after 3 and resumed: same metrics and final weights."""
     from rcfd.trainer import Trainer

@@ -92,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "DIR/summary.json. Finished runs in DIR are reused, so a rerun resumes.")
     d.add_argument("--out", type=Path, default=Path("runs/demo"), help="output directory (default: runs/demo)")
     d.add_argument("--seed", type=int, default=0, help="training seed (default: 0)")
+    d.add_argument("--seeds", metavar="LIST",
+                   help="run the demo once per seed into DIR/seed-N, e.g. 0-4 or 0,2,5; then print and write "
+                        "DIR/seeds.json: each run's figures over seeds (mean, 95%% bootstrap interval) and how "
+                        "many seeds pass each of the task's checks")
     d.add_argument("--steps", type=int, help="RL steps per run (default: from the task's config)")
     _task_args(d)
     d.add_argument("--runs", help="comma-separated runs among beta0, kl, rcfd, sft (supervised fine-tuning on the "
@@ -255,8 +259,14 @@ def cmd_demo(args) -> int:
         runs = tuple(r.strip() for r in args.runs.split(",") if r.strip())
     else:
         runs = get_task(args.task).demo_runs if args.task and not args.config else ("beta0", "kl", "rcfd")
-    run_demo(args.out, config_path=_task_config(args), seed=args.seed, steps=args.steps,
-             overrides=args.overrides, progress=not args.quiet, runs=runs)
+    common = dict(config_path=_task_config(args), steps=args.steps, overrides=args.overrides, runs=runs)
+    if args.seeds is not None:
+        from .seeds import parse_seeds, run_seeds
+
+        run_seeds(args.out, parse_seeds(args.seeds), task=args.task if not args.config else None,
+                  progress=not args.quiet, **common)
+        return 0
+    run_demo(args.out, seed=args.seed, progress=not args.quiet, **common)
     return 0
 
 

@@ -16,7 +16,9 @@ import yaml
 
 from .errors import RcfdError
 
-OBJECTIVES = ("reward", "kl", "rcfd", "weighted")
+OBJECTIVES = ("reward", "kl", "rcfd", "rcfd-mean", "weighted")
+ADVANTAGES = ("whiten", "rloo", "group")
+ADVANTAGE_SCALES = ("none", "batch", "first")
 REWARDS = ("loglik", "length", "sentiment", "vader", "classifier", "similarity", "reward-model")
 
 
@@ -104,7 +106,9 @@ class RewardConfig:
 @dataclass
 class ObjectiveConfig:
     name: str = "rcfd"
-    """'reward' (maximize R, β = 0), 'kl' (R − β·log π/π0), 'rcfd' (−(R − R_demo)²) or 'weighted'
+    """'reward' (maximize R, β = 0), 'kl' (R − β·log π/π0), 'rcfd' (the paper's −(R − R_demo)² per
+    sample), 'rcfd-mean' (−(E_π R − R_demo)² per prompt, an extension that does not also narrow the
+    reward's spread; needs train.num_generations >= 2 and train.advantage=rloo) or 'weighted'
     (R_1 + α·(R_2 + ... + R_K), the paper's R_quality + α·R_length baseline; needs 2+ rewards)."""
     beta: float = 0.1
     """KL coefficient at the first step (objective 'kl')."""
@@ -137,7 +141,16 @@ class TrainConfig:
     steps: int = 40
     """Number of RL steps (one rollout batch and one update each)."""
     batch_size: int = 16
-    """Prompts (one completion each) per step."""
+    """Completions (rollouts) per step: batch_size / num_generations prompts, num_generations each."""
+    num_generations: int = 1
+    """Completions sampled per prompt (k). 1 is the paper's setting; rloo, group and rcfd-mean need >= 2.
+    Must divide batch_size / num_minibatches, so every minibatch holds whole groups."""
+    advantage: str = "whiten"
+    """Advantage estimator: 'whiten' ((obj − batch mean)/batch std, the paper's), 'rloo' (obj_i minus
+    the mean of its prompt's other completions) or 'group' (GRPO's (obj − group mean)/group std)."""
+    advantage_scale: str = "none"
+    """'rloo' only: divide the advantage by 'none', the 'batch' std of A, or the std of A on the 'first'
+    step (then frozen, so the updates shrink as the objective's spread does)."""
     micro_batch_size: int = 16
     """Sequences per forward/backward; the batch is accumulated in micro-batches of this size."""
     learning_rate: float = 5e-4
@@ -169,6 +182,11 @@ class TrainConfig:
     """How many of the newest checkpoints to keep."""
     sample_every: int = 10
     """Write two samples to samples.jsonl every N steps (0: never)."""
+    eval_every: int = 0
+    """Every N steps (and after the last), evaluate eval_prompts held-out prompts and log eval/… metrics
+    (reward vs demonstrations in demo std, alignment, distinct-2) to metrics.jsonl (0: never)."""
+    eval_prompts: int = 32
+    """Held-out prompts (the first of the eval split) that eval_every evaluates, one completion each."""
     skip_nonfinite: bool = False
     """Drop samples with a non-finite reward (counted in metrics) instead of stopping the run."""
     report_to: list = field(default_factory=list)
@@ -187,6 +205,9 @@ class EvalConfig:
     """Prompts used for that curve."""
     batch_size: int = 32
     """Generation batch size during evaluation."""
+    samples_per_prompt: int = 1
+    """Completions sampled per held-out prompt: more lower the noise of the mean reward and of the
+    alignment (summary.json states both: reward_mean_se, alignment_floor)."""
 
 
 @dataclass
@@ -357,11 +378,34 @@ def validate(c: Config) -> None:
     _require(c.objective.beta >= 0, f"objective.beta must be >= 0, got {c.objective.beta}")
     _require(c.objective.beta_end is None or c.objective.beta_end >= 0,
              f"objective.beta_end must be >= 0, got {c.objective.beta_end}")
-    for key in ("steps", "batch_size", "micro_batch_size", "num_minibatches", "ppo_epochs"):
+    for key in ("steps", "batch_size", "micro_batch_size", "num_minibatches", "ppo_epochs", "num_generations",
+                "eval_prompts"):
         value = getattr(c.train, key)
         _require(value >= 1, f"train.{key} must be >= 1, got {value}")
     _require(c.train.batch_size % c.train.num_minibatches == 0,
              f"train.batch_size ({c.train.batch_size}) must be divisible by train.num_minibatches ({c.train.num_minibatches})")
+    t = c.train
+    k = t.num_generations
+    _require(t.batch_size % k == 0,
+             f"train.batch_size ({t.batch_size}) counts completions and must be divisible by train.num_generations "
+             f"({k}); e.g. train.batch_size={max(k, t.batch_size - t.batch_size % k)}")
+    _require((t.batch_size // t.num_minibatches) % k == 0,
+             f"train.num_generations ({k}) must divide the minibatch (train.batch_size {t.batch_size} / "
+             f"train.num_minibatches {t.num_minibatches}) so minibatches hold whole groups; change one of them")
+    _require(t.advantage in ADVANTAGES,
+             f"unknown estimator '{t.advantage}' in train.advantage; choose one of {', '.join(ADVANTAGES)}")
+    _require(t.advantage_scale in ADVANTAGE_SCALES,
+             f"unknown scale '{t.advantage_scale}' in train.advantage_scale; choose one of {', '.join(ADVANTAGE_SCALES)}")
+    _require(t.advantage == "rloo" or t.advantage_scale == "none",
+             f"train.advantage_scale={t.advantage_scale} applies to train.advantage=rloo only; set train.advantage=rloo "
+             f"or train.advantage_scale=none")
+    _require(t.advantage == "whiten" or k >= 2,
+             f"train.advantage={t.advantage} compares completions of one prompt; set train.num_generations >= 2")
+    if c.objective.name == "rcfd-mean":
+        _require(k >= 2, "objective.name=rcfd-mean needs train.num_generations >= 2 (its estimate uses each "
+                         "prompt's other completions)")
+        _require(t.advantage == "rloo", "objective.name=rcfd-mean is a leave-one-out estimate; set train.advantage=rloo")
+    _require(t.eval_every >= 0, f"train.eval_every must be >= 0, got {t.eval_every}")
     _require(c.train.learning_rate > 0, f"train.learning_rate must be > 0, got {c.train.learning_rate}")
     _require(0 <= c.train.warmup_steps < c.train.steps,
              f"train.warmup_steps must be >= 0 and below train.steps ({c.train.steps}), got {c.train.warmup_steps}")
@@ -395,6 +439,6 @@ def validate(c: Config) -> None:
     _require(0 <= c.model.lora_dropout < 1, f"model.lora_dropout must be in [0, 1), got {c.model.lora_dropout}")
     _require(c.eval.bins >= 2, f"eval.bins must be >= 2, got {c.eval.bins}")
     _require(c.eval.smoothing >= 0, f"eval.smoothing must be >= 0, got {c.eval.smoothing}")
-    for key in ("long_tokens", "long_prompts", "batch_size"):
+    for key in ("long_tokens", "long_prompts", "batch_size", "samples_per_prompt"):
         value = getattr(c.eval, key)
         _require(value >= 1, f"eval.{key} must be >= 1, got {value}")

@@ -21,7 +21,9 @@ from .sweep import base_metrics, run_or_load, run_overrides
 RUNS = {
     "beta0": ["objective.name=reward"],
     "kl": ["objective.name=kl", "objective.beta=0.1", "objective.beta_end=0.3"],
-    "rcfd": ["objective.name=rcfd"],
+    "rcfd": [],  # the preset's own RCfD objective and estimator
+    "rcfd-paper": ["objective.name=rcfd", "train.num_generations=1", "train.advantage=whiten",
+                   "train.advantage_scale=none"],  # the paper's: one completion per prompt, whitened
     # Baselines from demonstrations / preferences (rcfd.baselines), not RL objectives.
     "sft": [],
     "dpo": [],  # needs data.preference_source

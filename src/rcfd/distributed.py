@@ -21,10 +21,6 @@ class Processes:
         self.world = self.state.num_processes
         self.is_main = self.state.is_main_process
 
-    def shard(self, items: list) -> list:
-        """This process's share of a batch: every world-th item, starting at its rank."""
-        return items[self.rank::self.world] if self.world > 1 else items
-
     def sum(self, values: torch.Tensor) -> torch.Tensor:
         if self.world == 1:
             return values

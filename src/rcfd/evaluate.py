@@ -1,9 +1,13 @@
 """Held-out evaluation that makes over-optimization visible.
 
-For a policy (or the base model) on the evaluation prompts: reward mean/std, alignment with the
-demonstrations' reward distribution, Wasserstein-1, length, diversity (distinct-1/2, repeated
-4-grams), a sampled KL to the reference, and the reference log-likelihood per generation position
-up to a longer length than training used (paper, Figure 2).
+For a policy (or the base model) on the evaluation prompts, ``eval.samples_per_prompt`` completions
+each: reward mean/std, alignment with the demonstrations' reward distribution, Wasserstein-1,
+length, diversity (distinct-1/2, repeated 4-grams), naturalness (mean per-token log-likelihood under
+the frozen base model), a sampled KL to the reference, and the reference log-likelihood per
+generation position up to a longer length than training used (paper, Figure 2). The noise of the
+two calibration figures is stated beside them: ``reward_mean_se`` and ``reward_gap_se`` (standard
+errors of the mean reward and of its gap to the demonstrations', in demonstration std) and
+``alignment_floor`` (the alignment two samples of one distribution score at these sample sizes).
 """
 
 from __future__ import annotations
@@ -27,8 +31,10 @@ def _position_loglik(policy, reference, rollout: Rollout, micro) -> list[list[fl
     return [row[m.bool()].tolist() for row, m in zip(ref, rollout.completion_mask)]
 
 
-def reward_fields(rewards_names, values: torch.Tensor, demo_values: torch.Tensor, bins, smoothing) -> dict:
-    """Per-reward and aggregate reward statistics against the demonstrations."""
+def reward_fields(rewards_names, values: torch.Tensor, demo_values: torch.Tensor, bins, smoothing,
+                  per_prompt: int = 1) -> dict:
+    """Per-reward and aggregate reward statistics against the demonstrations (``values`` holds
+    ``per_prompt`` consecutive samples per prompt, ``demo_values`` one row per prompt)."""
     out = {}
     aligns, wass = [], []
     for k, name in enumerate(rewards_names):
@@ -44,13 +50,42 @@ def reward_fields(rewards_names, values: torch.Tensor, demo_values: torch.Tensor
         out[f"rewards/{name}/demo_std"] = dstd
         out[f"rewards/{name}/alignment"] = align
         out[f"rewards/{name}/wasserstein"] = w
+        scale = dstd if dstd > 0 else float("nan")
+        out[f"rewards/{name}/mean_se"] = M.mean_standard_error(values[:, k].tolist(), per_prompt) / scale
+        out[f"rewards/{name}/gap_se"] = M.gap_standard_error(values[:, k].tolist(), demo_values[:, k].tolist(),
+                                                             per_prompt) / scale
+        out[f"rewards/{name}/alignment_floor"] = M.alignment_floor(demo_values[:, k].tolist(), len(demo_values),
+                                                                   len(values), bins, smoothing)
     first = rewards_names[0]
     out.update(
         reward_mean=out[f"rewards/{first}/mean"], reward_std=out[f"rewards/{first}/std"],
         demo_reward_mean=out[f"rewards/{first}/demo_mean"], demo_reward_std=out[f"rewards/{first}/demo_std"],
         alignment=float(sum(aligns) / len(aligns)), wasserstein=float(sum(wass) / len(wass)),
+        reward_mean_se=out[f"rewards/{first}/mean_se"], reward_gap_se=out[f"rewards/{first}/gap_se"],
+        alignment_floor=float(sum(out[f"rewards/{n}/alignment_floor"] for n in rewards_names) / len(rewards_names)),
     )
     return out
+
+
+def diversity_fields(token_rows, demo_rows, per_prompt: int) -> dict:
+    """Distinct-1/2 and repeated 4-grams of the completions and of the demonstrations, each pair cut to
+    their common length. Pooled distinct-n falls as text is added, so with several samples per prompt it
+    is computed on each replica (the j-th sample of every prompt: as much text as the demonstrations)
+    and averaged over replicas."""
+    sums: dict[str, float] = {}
+    for j in range(per_prompt):
+        gen_cut, demo_cut = M.truncate_pairwise(token_rows[j::per_prompt], demo_rows)
+        for key, value in (("distinct_1", M.distinct_n(gen_cut, 1)), ("demo_distinct_1", M.distinct_n(demo_cut, 1)),
+                           ("distinct_2", M.distinct_n(gen_cut, 2)), ("demo_distinct_2", M.distinct_n(demo_cut, 2)),
+                           ("repetition_4", M.repetition_n(gen_cut, 4)),
+                           ("demo_repetition_4", M.repetition_n(demo_cut, 4))):
+            sums[key] = sums.get(key, 0.0) + value
+    return {key: value / per_prompt for key, value in sums.items()}
+
+
+def naturalness(ref_logprobs: torch.Tensor, mask: torch.Tensor) -> list[float]:
+    """Mean per-token log-likelihood of each completion under the frozen base model."""
+    return M.sequence_means(ref_logprobs.tolist(), mask.bool().tolist())
 
 
 def demo_reference(tokenizer, eval_ds, max_tokens: int) -> tuple[Rollout, list[list[int]]]:
@@ -60,14 +95,18 @@ def demo_reference(tokenizer, eval_ds, max_tokens: int) -> tuple[Rollout, list[l
 
 @torch.no_grad()
 def evaluate(policy, reference, tokenizer, eval_ds, rewards, demo_values, cfg, *, base: bool = False,
-             seed: int = 0, desc: str = "eval", progress: bool = True) -> dict:
-    """Metrics of the policy (``base=True``: of the reference model) on held-out prompts."""
+             seed: int = 0, desc: str = "eval", progress: bool = True, samples_per_prompt: int | None = None,
+             curves: bool = True) -> dict:
+    """Metrics of the policy (``base=True``: of the reference model) on held-out prompts; ``curves=False``
+    skips the long-generation log-likelihood curves (the quick evaluation during training)."""
     gen, ev = cfg.generation, cfg.eval
-    prompts = list(eval_ds["prompt"])
+    per_prompt = ev.samples_per_prompt if samples_per_prompt is None else samples_per_prompt
+    unique_prompts = list(eval_ds["prompt"])
+    prompts = [p for p in unique_prompts for _ in range(per_prompt)]  # each prompt's samples in a row
     context = reference_context(policy, reference) if base else contextlib.nullcontext()
     model = reference if (base and reference is not None) else policy
     torch.manual_seed(seed)  # same sampling noise for every model evaluated
-    values, token_rows, kl_rows, lengths, texts_all = [], [], [], [], []
+    values, token_rows, kl_rows, lengths, texts_all, natural = [], [], [], [], [], []
     with context:
         for i in tqdm(range(0, len(prompts), ev.batch_size), desc=f"{desc}: sample", leave=False,
                        disable=not progress):
@@ -77,28 +116,35 @@ def evaluate(policy, reference, tokenizer, eval_ds, rewards, demo_values, cfg, *
             ref = reference_logprobs(policy, reference, rollout, cfg.train.micro_batch_size)
             values.append(rewards(batch, texts, rollout=rollout, ref_logprobs=ref))
             kl_rows.append((logp - ref).sum(-1))
+            natural += naturalness(ref, rollout.completion_mask)
             lengths.append(rollout.lengths().float())
             texts_all += texts
             token_rows += _rows(rollout.completion_ids, rollout.completion_mask)
-        long_prompts = prompts[: ev.long_prompts]
-        long_rollout, _, _ = generate(model, tokenizer, long_prompts, gen, max_new_tokens=ev.long_tokens)
+        if curves:
+            long_prompts = unique_prompts[: ev.long_prompts]
+            long_rollout, _, _ = generate(model, tokenizer, long_prompts, gen, max_new_tokens=ev.long_tokens)
+        demo_rollout, demo_rows = demo_reference(tokenizer, eval_ds, gen.max_new_tokens)
+        demo_natural = naturalness(reference_logprobs(policy, reference, demo_rollout, cfg.train.micro_batch_size),
+                                   demo_rollout.completion_mask)
     values = torch.cat(values, 0)
-    demo_rollout, demo_rows = demo_reference(tokenizer, eval_ds, gen.max_new_tokens)
-    gen_cut, demo_cut = M.truncate_pairwise(token_rows, demo_rows)
-    out = reward_fields(rewards.names, values, demo_values, ev.bins, ev.smoothing)
+    out = reward_fields(rewards.names, values, demo_values, ev.bins, ev.smoothing, per_prompt)
+    demo_nat_mean, demo_nat_std = M.mean_std(demo_natural)
     out.update(
+        samples_per_prompt=per_prompt, num_prompts=len(unique_prompts),
         mean_length=float(torch.cat(lengths).mean()),
         demo_mean_length=float(demo_rollout.lengths().float().mean()),
-        distinct_1=M.distinct_n(gen_cut, 1), demo_distinct_1=M.distinct_n(demo_cut, 1),
-        distinct_2=M.distinct_n(gen_cut, 2), demo_distinct_2=M.distinct_n(demo_cut, 2),
-        repetition_4=M.repetition_n(gen_cut, 4), demo_repetition_4=M.repetition_n(demo_cut, 4),
+        **diversity_fields(token_rows, demo_rows, per_prompt),
+        naturalness=M.mean_std(natural)[0], demo_naturalness=demo_nat_mean, demo_naturalness_std=demo_nat_std,
         kl_to_ref=float(torch.cat(kl_rows).mean()) if not base else 0.0,
-        loglik_by_position=M.mean_by_position(_position_loglik(policy, reference, long_rollout, cfg.train.micro_batch_size)),
-        demo_loglik_by_position=demo_curve(policy, reference, tokenizer, eval_ds, cfg),
         reward_samples=values.tolist(),
         demo_reward_samples=demo_values.tolist(),
-        samples=sample_table(prompts, texts_all, values[:, 0].tolist(), n=5),
+        samples=sample_table(prompts[::per_prompt], texts_all[::per_prompt], values[::per_prompt, 0].tolist(), n=5),
     )
+    if curves:
+        out.update(
+            loglik_by_position=M.mean_by_position(_position_loglik(policy, reference, long_rollout,
+                                                                   cfg.train.micro_batch_size)),
+            demo_loglik_by_position=demo_curve(policy, reference, tokenizer, eval_ds, cfg))
     return out
 
 

@@ -136,6 +136,22 @@ def compute_rows(runs, threshold: float) -> list[list[str]]:
     return rows
 
 
+def seeds_section(path: Path, fig_dir: Path) -> str:
+    """Table over seeds (as ``rcfd demo --seeds`` prints it) and the per-seed strip plot."""
+    import json
+
+    from . import plots
+    from .seeds import format_seeds_table
+
+    record = json.loads((path / "seeds.json").read_text())
+    png = _png(plots.seed_strips(record))
+    (fig_dir / "seeds.png").write_bytes(png)
+    data = base64.b64encode(png).decode("ascii")
+    return (f"<h2>Across seeds ({html.escape(str(path))})</h2><pre>{html.escape(format_seeds_table(record))}</pre>"
+            f"<figure><img alt='per-seed strip plot' src='data:image/png;base64,{data}'>"
+            f"<figcaption>{fig_dir.name}/seeds.png; the figures below are seed {record['seeds'][0]}'s</figcaption></figure>")
+
+
 def build_report(dirs, out, *, threshold: float = 0.15, title: str | None = None) -> Path:
     """Write ``out`` (HTML) and ``<out stem>_figures/*.png``; return the HTML path."""
     from . import plots
@@ -155,6 +171,7 @@ def build_report(dirs, out, *, threshold: float = 0.15, title: str | None = None
         data = base64.b64encode(png).decode("ascii")
         figure_html.append(f"<h2>{caption}</h2><figure><img alt='{caption}' src='data:image/png;base64,{data}'>"
                            f"<figcaption>{fig_dir.name}/{name}.png</figcaption></figure>")
+    seeds_html = "".join(seeds_section(Path(d), fig_dir) for d in dirs if (Path(d) / "seeds.json").exists())
     rows = compute_rows(runs, threshold)
     compute = (_table(["threshold", "RCfD (one run)", "sweep", "sweep training s", "sweep / RCfD"], rows, numeric_from=3)
                if rows else "<p class='note'>Needs an RCfD run and a β or α sweep (rcfd sweep --with-rcfd).</p>")
@@ -168,6 +185,7 @@ def build_report(dirs, out, *, threshold: float = 0.15, title: str | None = None
 Alignment A = KL(ρ_demo ‖ ρ_policy) between reward histograms on shared bins (lower is closer to the
 demonstrations); W1 = Wasserstein-1 between the reward samples; KL(ref) = sampled KL to the reference
 in nats per sequence.</p>
+{seeds_html}
 {''.join(figure_html[:3])}
 <h2>Metrics on held-out prompts</h2>{metrics_table(runs)}
 <h2>Compute to solution</h2>

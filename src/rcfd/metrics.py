@@ -89,3 +89,51 @@ def mean_std(x) -> tuple[float, float]:
     if x.size == 0:
         return math.nan, math.nan
     return float(x.mean()), float(x.std())
+
+
+def alignment_floor(samples, n_p: int, n_q: int, bins: int = 10, smoothing: float = 0.5, draws: int = 200,
+                    seed: int = 0) -> float:
+    """Expected :func:`histogram_kl` between two independent samples (sizes ``n_p`` and ``n_q``) of one
+    distribution, approximated by resampling ``samples``: the alignment a perfectly calibrated policy
+    scores at this sample size, i.e. the metric's noise floor."""
+    samples = np.asarray(samples, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    return float(np.mean([histogram_kl(rng.choice(samples, n_p), rng.choice(samples, n_q), bins, smoothing)
+                          for _ in range(draws)]))
+
+
+def gap_standard_error(values, demo_values, per_prompt: int) -> float:
+    """Standard error of mean(values) − mean(demo_values) over prompts: ``values`` holds ``per_prompt``
+    consecutive samples per prompt, ``demo_values`` one demonstration per prompt; the paired per-prompt
+    difference keeps what a prompt does to both (its difficulty) out of the error."""
+    values = np.asarray(values, dtype=np.float64).reshape(-1, per_prompt).mean(1)
+    gaps = values - np.asarray(demo_values, dtype=np.float64)
+    return float(gaps.std(ddof=1) / math.sqrt(len(gaps))) if len(gaps) > 1 else math.nan
+
+
+def mean_standard_error(values, per_prompt: int) -> float:
+    """Standard error of the mean of ``values`` (``per_prompt`` consecutive samples per prompt), with
+    prompts as the independent units (samples of one prompt are correlated)."""
+    means = np.asarray(values, dtype=np.float64).reshape(-1, per_prompt).mean(1)
+    return float(means.std(ddof=1) / math.sqrt(len(means))) if len(means) > 1 else math.nan
+
+
+def sequence_means(values, mask) -> list[float]:
+    """Per-row mean of ``values`` over the positions where ``mask`` is set (e.g. per-token log-likelihoods
+    of each completion: its naturalness); rows with no position give nan."""
+    values = np.asarray(values, dtype=np.float64)
+    mask = np.asarray(mask, dtype=bool)
+    counts = mask.sum(-1)
+    sums = np.where(mask, values, 0.0).sum(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / np.maximum(counts, 1), math.nan).tolist()
+
+
+def demo_z(mean: float, demo_mean: float, demo_std: float) -> float:
+    """How far a mean lies from the demonstrations', in demonstration standard deviations."""
+    return (mean - demo_mean) / demo_std if demo_std > 0 else math.nan
+
+
+def relative(value: float, demo_value: float) -> float:
+    """value / demo_value − 1 (e.g. −0.15: 15% below the demonstrations')."""
+    return value / demo_value - 1 if demo_value else math.nan

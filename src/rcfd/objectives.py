@@ -5,7 +5,19 @@
               (paper, "KL-regularized RL"); β fixed or linearly scheduled.
 * ``rcfd``:   −(R(x,y) − R(x,y_d))² (paper, "Reward Calibration from Demonstration"). With K rewards
               each one is calibrated separately, whitened over the batch, and the K terms summed.
+* ``rcfd-mean``: −(μ_x − R(x,y_d))² with μ_x = E_π[R(x,·)] — RCfD on each prompt's *mean* reward (an
+              extension, not the paper's). The paper's per-sample loss has expectation
+              −(μ_x − R_d)² − σ_x², so it also pays the policy to narrow its reward spread; this one does
+              not. Needs k ≥ 2 completions per prompt; its advantage is :func:`rcfd_mean_advantages`.
 * ``weighted``: R_1 + α·(R_2 + … + R_K), the paper's R_quality + α·R_length baseline (α swept).
+
+Advantage estimators (``train.advantage``) turn objective values [B] into advantages [B]. Rows come
+in groups of k consecutive completions of one prompt (``train.num_generations``):
+
+* :func:`whiten` — the paper's batch baseline (obj − batch mean) / batch std;
+* :func:`rloo` — leave-one-out group baseline obj_i − mean_{j≠i} obj_j, optionally scaled
+  (:func:`scale_advantages`: ``none``, ``batch`` std, or the ``first`` step's std, then frozen);
+* :func:`group_normalized` — GRPO's (obj − group mean) / group std.
 """
 
 from __future__ import annotations
@@ -18,6 +30,77 @@ def whiten(x: torch.Tensor, dim: int = 0, eps: float = 1e-8) -> torch.Tensor:
     mean = x.mean(dim, keepdim=True)
     std = x.std(dim, keepdim=True, unbiased=False)
     return (x - mean) / (std + eps)
+
+
+def groups(x: torch.Tensor, k: int) -> torch.Tensor:
+    """[B, ...] -> [B/k, k, ...]: rows i·k … i·k + k − 1 are the k completions of one prompt."""
+    if k < 1 or x.shape[0] % k:
+        raise ValueError(f"{x.shape[0]} rows do not split into groups of {k}")
+    return x.reshape(x.shape[0] // k, k, *x.shape[1:])
+
+
+def leave_one_out_mean(x: torch.Tensor, k: int) -> torch.Tensor:
+    """[B]: for each row, the mean of the other k − 1 rows of its group, (Σ_group − x_i)/(k − 1)."""
+    if k < 2:
+        raise ValueError("a leave-one-out mean needs k >= 2 completions per prompt")
+    g = groups(x, k)
+    return ((g.sum(1, keepdim=True) - g) / (k - 1)).reshape(x.shape)
+
+
+def rloo(objective: torch.Tensor, k: int) -> torch.Tensor:
+    """REINFORCE leave-one-out (Ahmadian et al. 2024): A_i = obj_i − mean_{j≠i} obj_j over i's group.
+
+    An unbiased policy-gradient estimate with a baseline from the same prompt's other completions, so
+    prompt-to-prompt differences (e.g. in R(x, y_demo)) do not reach the advantage. Equals
+    k/(k−1)·(obj_i − group mean)."""
+    return objective - leave_one_out_mean(objective, k)
+
+
+def group_normalized(objective: torch.Tensor, k: int, eps: float = 1e-4) -> torch.Tensor:
+    """GRPO's advantage: (obj_i − group mean)/(group std + eps), population std over the k completions
+    (TRL ``scale_rewards="group"``; a group of equal values gives 0)."""
+    if k < 2:
+        raise ValueError("a group-normalized advantage needs k >= 2 completions per prompt")
+    g = groups(objective, k)
+    centred = g - g.mean(1, keepdim=True)
+    return (centred / (g.std(1, keepdim=True, unbiased=False) + eps)).reshape(objective.shape)
+
+
+def batch_std(x: torch.Tensor) -> float:
+    return float(x.std(unbiased=False))
+
+
+def scale_advantages(advantages: torch.Tensor, scale: str, first_std: float | None = None,
+                     eps: float = 1e-8, std_fn=batch_std) -> tuple[torch.Tensor, float | None]:
+    """Divide by a standard deviation: ``none`` (leave as is), ``batch`` (this batch's std of A) or
+    ``first`` (the std of A on the run's first step, then frozen, so updates shrink as the objective's
+    spread does). Returns (scaled A, the frozen std to keep for later steps). ``std_fn`` computes the
+    batch std (across processes in the trainer)."""
+    if scale == "none":
+        return advantages, first_std
+    std = std_fn(advantages)
+    if scale == "batch":
+        return advantages / (std + eps), first_std
+    if scale == "first":
+        first_std = std if first_std is None else first_std
+        return advantages / (first_std + eps), first_std
+    raise ValueError(f"unknown advantage scale {scale!r}")
+
+
+def advantages_from(objective: torch.Tensor, estimator: str, k: int = 1, scale: str = "none",
+                    first_std: float | None = None, std_fn=batch_std) -> tuple[torch.Tensor, float | None]:
+    """Advantages [B] of ``train.advantage`` = ``whiten`` | ``rloo`` | ``group`` | ``given`` (the objective
+    is already an advantage, as :func:`rcfd_mean_advantages` is), with ``rloo``/``given`` scaled by
+    ``scale``. Returns (A, the frozen first-step std for ``scale='first'``)."""
+    if estimator == "whiten":
+        return whiten(objective), first_std
+    if estimator == "group":
+        return group_normalized(objective, k), first_std
+    if estimator == "rloo":
+        return scale_advantages(rloo(objective, k), scale, first_std, std_fn=std_fn)
+    if estimator == "given":
+        return scale_advantages(objective, scale, first_std, std_fn=std_fn)
+    raise ValueError(f"unknown advantage estimator {estimator!r}")
 
 
 def beta_at(step: int, total_steps: int, beta: float, beta_end: float | None) -> float:
@@ -41,6 +124,32 @@ def rcfd(rewards: torch.Tensor, demo_rewards: torch.Tensor) -> torch.Tensor:
     return whiten(terms, dim=0).sum(-1)
 
 
+def rcfd_mean_advantages(rewards: torch.Tensor, demo_rewards: torch.Tensor, k: int) -> torch.Tensor:
+    """Unbiased advantage [B] for −(μ_x − R_d)² from k completions per prompt:
+
+        A_i = −(R̄_{−i} − R_d)(R_i − R̄_{−i}),  R̄_{−i} = mean of the other k − 1 rewards of i's prompt.
+
+    R_i is independent of R̄_{−i}, so E[A_i ∇log π(y_i)] = −(μ_x − R_d) ∇μ_x = ½ ∇(−(μ_x − R_d)²). With K
+    rewards each term is divided by its batch std (as the paper whitens its K calibrated terms) and
+    the K terms summed."""
+    others = torch.stack([leave_one_out_mean(rewards[:, j], k) for j in range(rewards.shape[-1])], -1)
+    terms = -(others - demo_rewards) * (rewards - others)
+    if terms.shape[-1] == 1:
+        return terms[:, 0]
+    return (terms / (terms.std(0, keepdim=True, unbiased=False) + 1e-8)).sum(-1)
+
+
+def ppo_clip_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
+                  eps: float) -> torch.Tensor:
+    """PPO-clip loss per sequence [B]: −mean_t min(ρ_t A, clip(ρ_t, 1−ε, 1+ε) A) over the completion's
+    tokens (``mask``), with ρ_t = exp(log π_θ(y_t) − log π_old(y_t)) and one advantage A per sequence."""
+    ratio = torch.exp(logp - old_logp)
+    adv = advantages[:, None]
+    surrogate = torch.min(ratio * adv, torch.clamp(ratio, 1 - eps, 1 + eps) * adv)
+    mask = mask.to(surrogate.dtype)
+    return -(surrogate * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+
+
 def kl_penalized(rewards: torch.Tensor, logratio: torch.Tensor, beta: float) -> torch.Tensor:
     """R_β [B] = ΣR − β · Σ_t (log π_θ − log π_0)."""
     return rewards.sum(-1) - beta * logratio
@@ -52,13 +161,16 @@ def weighted(rewards: torch.Tensor, alpha: float) -> torch.Tensor:
 
 
 def objective_values(name: str, rewards, *, demo_rewards=None, logratio=None, beta: float = 0.0,
-                     alpha: float = 1.0):
+                     alpha: float = 1.0, k: int = 1):
+    """One value per sequence [B] that the policy maximizes (for ``rcfd-mean``: its advantage)."""
     if name == "reward":
         return rewards.sum(-1)
     if name == "kl":
         return kl_penalized(rewards, logratio, beta)
     if name == "rcfd":
         return rcfd(rewards, demo_rewards)
+    if name == "rcfd-mean":
+        return rcfd_mean_advantages(rewards, demo_rewards, k)
     if name == "weighted":
         return weighted(rewards, alpha)
     raise ValueError(f"unknown objective {name!r}")

@@ -168,3 +168,29 @@ def training_curves(runs, demo, colors):
     fig.suptitle("Training curves", fontsize=11)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     return fig
+
+
+SEED_PANELS = [("reward_z", (-0.25, 0.25, 1.0)), ("alignment", (0.15,)), ("distinct_2_rel", (-0.15, -0.10, 0.10)),
+               ("kl_to_ref", ())]
+
+
+def seed_strips(record: dict):
+    """One panel per figure: every seed's value for every run (dots), their mean (bar), check lines dashed."""
+    from .seeds import FIGURE_LABELS
+
+    runs = list(record["runs"])
+    fig, axes = plt.subplots(1, len(SEED_PANELS), figsize=(3.2 * len(SEED_PANELS), 3.4))
+    for ax, (key, lines) in zip(axes, SEED_PANELS):
+        for x, run in enumerate(runs):
+            figure = record["runs"][run][key]
+            values = [v for v in figure["per_seed"].values() if v == v]
+            jitter = np.linspace(-0.12, 0.12, len(values)) if len(values) > 1 else [0.0]
+            ax.scatter(x + np.asarray(jitter), values, s=18, color=BASE_COLOR if run == "base" else
+                       RCFD_COLOR if run.startswith("rcfd") else "tab:blue", zorder=3)
+            if values:
+                ax.hlines(np.mean(values), x - 0.25, x + 0.25, color="black", lw=1.5)
+        for y in lines:
+            ax.axhline(y, color="0.6", ls="--", lw=0.8)
+        ax.set_xticks(range(len(runs)), runs, rotation=30, fontsize=8)
+        ax.set_title(FIGURE_LABELS[key], fontsize=9)
+    return _finish(fig, axes, f"Per seed ({', '.join(map(str, record['seeds']))}); bar = mean")

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-def demo_z(mean: float, demo_mean: float, demo_std: float) -> float:
-    """How far a run's mean reward is from the demonstrations', in demonstration std."""
-    return (mean - demo_mean) / demo_std if demo_std > 0 else float("nan")
+from .metrics import demo_z
 
 
 COLUMNS = [

@@ -56,7 +56,7 @@ def _family(name: str, metrics: dict) -> tuple[str, float | None]:
         return "grid", None
     if name == "base" or metrics.get("objective", "").startswith("none"):
         return "base", None
-    if metrics.get("objective") == "rcfd":
+    if str(metrics.get("objective", "")).startswith("rcfd"):  # rcfd, rcfd-mean
         return "rcfd", None
     return "run", None
 
@@ -87,6 +87,10 @@ def load_directory(path: Path) -> tuple[list[RunResult], dict]:
     """Runs in one directory, plus the config of its first run (for settings such as lengths)."""
     path = Path(path)
     sweep, summary = path / "sweep.json", path / "summary.json"
+    if (path / "seeds.json").exists() and not summary.exists() and not sweep.exists():
+        # `rcfd demo --seeds`: the figures show the first seed; the report adds the table over seeds
+        seeds = json.loads((path / "seeds.json").read_text())["seeds"]
+        return load_directory(path / f"seed-{seeds[0]}")
     if sweep.exists():
         record = json.loads(sweep.read_text())
         runs, config = [], None

@@ -1,11 +1,14 @@
-"""The RL loop: rollout → reward → objective → whitened advantage → PPO-clip update.
+"""The RL loop: rollout → reward → objective → advantage → PPO-clip update.
 
 One step, top to bottom (:meth:`Trainer.step`):
-  1. sample one completion per prompt from π_θ (temperature 1), keeping its token log-probs;
+  1. sample k = train.num_generations completions per prompt from π_θ (temperature 1), keeping their
+     token log-probs (rows i·k … i·k + k − 1 belong to one prompt);
   2. score with the reference (log π_0 per token) and the rewards R [B, K];
-  3. objective: R (β = 0), R − β·Σ log π_θ/π_0, or RCfD −(R − R_demo)²;
-  4. advantage A = (obj − mean_batch) / std_batch (paper: whitened batch baseline);
-  5. loss = −mean_seq mean_t min(ρ_t A, clip(ρ_t, 1−ε, 1+ε) A), ρ_t = π_θ(y_t)/π_old(y_t) (PPO).
+  3. objective: R (β = 0), R − β·Σ log π_θ/π_0, RCfD −(R − R_demo)², …  (:mod:`rcfd.objectives`);
+  4. advantage: the paper's whitened batch baseline (obj − mean_batch)/std_batch, or a group estimator
+     (leave-one-out, GRPO's) chosen by train.advantage;
+  5. loss = −mean_seq mean_t min(ρ_t A, clip(ρ_t, 1−ε, 1+ε) A), ρ_t = π_θ(y_t)/π_old(y_t) (PPO;
+     :func:`rcfd.objectives.ppo_clip_loss`), minibatches of whole groups.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from .evaluate import evaluate
 from .files import append_jsonl, save_torch, write_json, write_text
 from .logprobs import reference_logprobs, token_logprobs
 from .models import describe, load_policy
-from .objectives import beta_at, objective_values, whiten
+from .objectives import advantages_from, beta_at, objective_values, ppo_clip_loss
 from .rewards import build_rewards
 from .rewards.base import check_finite
 from .rewards.demo_cache import demo_rewards
@@ -61,6 +64,27 @@ def lr_factor(step: int, steps: int, scheduler: str, warmup_steps: int = 0) -> f
     if scheduler == "constant":
         return 1.0
     return max(0.0, 1.0 - (step - warmup_steps) / max(1, steps - warmup_steps))
+
+
+def group_rows(prompt_indices: list[int], k: int) -> list[int]:
+    """Each prompt index repeated k times in a row: the dataset rows of one step's rollouts."""
+    return [i for i in prompt_indices for _ in range(k)]
+
+
+def step_rows(step: int, n: int, batch_size: int, k: int, seed: int, rank: int = 0, world: int = 1) -> list[int]:
+    """Dataset rows of process ``rank``'s rollouts at ``step``: the step's batch_size/k prompts are drawn
+    and dealt out to processes first, then each is repeated k times, so a group never straddles two
+    processes (or, since minibatches hold whole groups, two optimizer steps)."""
+    chosen = batch_indices(step, n, batch_size // k, seed)
+    return group_rows(chosen[rank::world], k)
+
+
+def whole_groups(keep: torch.Tensor, k: int) -> torch.Tensor:
+    """Row mask that keeps a group only if all k of its rows are kept (group estimators need them all)."""
+    return keep.reshape(-1, k).all(1).repeat_interleave(k) if k > 1 else keep
+
+
+DEMO_OBJECTIVES = ("rcfd", "rcfd-mean")
 
 
 def seed_everything(seed: int) -> None:
@@ -116,8 +140,10 @@ class Trainer:
         self.config = config
         c = config
         self.procs = Processes()
-        if c.train.batch_size % self.procs.world:
-            raise RcfdError(f"train.batch_size ({c.train.batch_size}) must be divisible by the number of "
+        prompts_per_step = c.train.batch_size // c.train.num_generations
+        if prompts_per_step % self.procs.world:
+            raise RcfdError(f"the {prompts_per_step} prompts of a step (train.batch_size {c.train.batch_size} / "
+                            f"train.num_generations {c.train.num_generations}) must be divisible by the number of "
                             f"processes ({self.procs.world}); change one of them")
         self.progress = progress and self.procs.is_main
         self.out = prepare_out_dir(out_dir, resume)
@@ -143,9 +169,10 @@ class Trainer:
         self.demo_train = None
         # Checksums are verified once; _resume() loads the same checkpoint.
         saved = self._resume_from = ckpt.latest_checkpoint(self.out / "checkpoints") if resume else None
-        if c.objective.name == "rcfd" and saved is not None and (saved / "demo_rewards.pt").exists():
+        needs_demos = c.objective.name in DEMO_OBJECTIVES
+        if needs_demos and saved is not None and (saved / "demo_rewards.pt").exists():
             self.demo_train = torch.load(saved / "demo_rewards.pt")  # the run's own copy of the cache
-        elif c.objective.name == "rcfd":
+        elif needs_demos:
             self.demo_train = demo_rewards(self.rewards, self.train_ds, self.tokenizer,
                                            c.generation.max_new_tokens, desc="demonstration rewards (train)",
                                            progress=self.progress)
@@ -159,6 +186,8 @@ class Trainer:
         self.lr_at = lambda step: lr_factor(step, c.train.steps, c.train.lr_scheduler, c.train.warmup_steps)
         self.step_idx = 0
         self.skipped = 0
+        self.first_advantage_std = None  # train.advantage_scale=first: frozen after step 1
+        self.demo_eval = None  # demonstration rewards of the eval_every subset, computed on first use
         self.metrics_path = self.out / "metrics.jsonl"
         self.samples_path = self.out / "samples.jsonl"
         if resume:
@@ -183,6 +212,7 @@ class Trainer:
             return
         state = ckpt.load_checkpoint(path, self.policy, self.optimizer)
         self.step_idx, self.skipped = state["step"], state["skipped"]
+        self.first_advantage_std = state.get("first_advantage_std")
         if self.procs.world > 1:  # the checkpoint holds the main process's RNG state
             torch.manual_seed(self.config.train.seed + 1_000_003 * self.procs.rank + self.step_idx)
         if not self.procs.is_main:
@@ -201,7 +231,7 @@ class Trainer:
         self.procs.wait()
         if not self.procs.is_main:
             return None
-        state = {"step": self.step_idx, "skipped": self.skipped,
+        state = {"step": self.step_idx, "skipped": self.skipped, "first_advantage_std": self.first_advantage_std,
                  "beta": self.beta(self.step_idx), "config": self.config.to_dict()}
         extra = [self.metrics_path, self.samples_path]
         if self.demo_train is not None:
@@ -222,7 +252,9 @@ class Trainer:
         """One RL step; returns (metrics record, prompts, completions, rewards)."""
         c = self.config
         t0 = time.perf_counter()
-        idx = self.procs.shard(batch_indices(self.step_idx, len(self.train_ds), c.train.batch_size, c.train.seed))
+        k = c.train.num_generations
+        idx = step_rows(self.step_idx, len(self.train_ds), c.train.batch_size, k, c.train.seed,
+                        self.procs.rank, self.procs.world)
         prompts = [self.train_ds[i]["prompt"] for i in idx]
 
         # 1. rollout: completions and their log-probs under the sampling policy ("old" for PPO)
@@ -240,7 +272,7 @@ class Trainer:
         logratio = (old_logp - ref_logp).sum(-1)  # Σ_t log π_θ/π_0: sampled KL estimate per sequence
         demo = self.demo_train[idx] if self.demo_train is not None else None
 
-        keep = torch.isfinite(rewards).all(-1)
+        keep = whole_groups(torch.isfinite(rewards).all(-1), k)
         n_bad = int((~keep).sum())
         bad_total, kept_total = self.procs.sum(torch.tensor([float(n_bad), float(keep.sum())])).tolist()
         if bad_total:  # decided on batch-wide counts, so every process stops (or skips) together
@@ -255,11 +287,11 @@ class Trainer:
             demo = demo[rows] if demo is not None else None
             texts = [texts[i] for i in rows.tolist()]
 
-        # 3. objective and 4. whitened batch baseline
+        # 3. objective and 4. advantage
         beta = self.beta(self.step_idx)
         objective = objective_values(c.objective.name, rewards, demo_rewards=demo, logratio=logratio, beta=beta,
-                                     alpha=c.objective.alpha)
-        advantages = self.whiten(objective)
+                                     alpha=c.objective.alpha, k=k)
+        advantages = self.advantages(objective)
 
         # 5. PPO-clip update, accumulated over micro-batches of the rollout batch
         for group in self.optimizer.param_groups:
@@ -295,13 +327,23 @@ class Trainer:
         self.last_timing, self.last_record = timing, record
         return record, prompts, texts, rewards
 
-    def whiten(self, x: torch.Tensor) -> torch.Tensor:
-        """The paper's baseline, (x − mean)/std, with mean and std over the whole batch (all processes)."""
-        if self.procs.world == 1:
-            return whiten(x)
+    def batch_moments(self, x: torch.Tensor) -> tuple[float, float]:
+        """Mean and population std of ``x`` over the whole batch (all processes)."""
         n, total, squares = self.procs.sum(torch.stack([torch.tensor(float(len(x))), x.sum(), (x * x).sum()])).tolist()
         mean = total / n
-        return (x - mean) / (max(squares / n - mean * mean, 0.0) ** 0.5 + 1e-8)
+        return mean, max(squares / n - mean * mean, 0.0) ** 0.5
+
+    def advantages(self, objective: torch.Tensor) -> torch.Tensor:
+        """train.advantage over the batch; rcfd-mean's objective is already a leave-one-out advantage."""
+        t = self.config.train
+        if t.advantage == "whiten" and self.procs.world > 1:  # the batch spans processes
+            mean, std = self.batch_moments(objective)
+            return (objective - mean) / (std + 1e-8)
+        estimator = "given" if self.config.objective.name == "rcfd-mean" else t.advantage
+        advantages, self.first_advantage_std = advantages_from(
+            objective, estimator, t.num_generations, t.advantage_scale, self.first_advantage_std,
+            std_fn=lambda a: self.batch_moments(a)[1])
+        return advantages
 
     def update(self, rollout, old_logp, advantages) -> dict:
         """PPO-clip: ``ppo_epochs`` passes, each split into ``num_minibatches`` optimizer steps."""
@@ -319,11 +361,8 @@ class Trainer:
                     j = min(i + c.micro_batch_size, start + size, n)
                     mb = rollout.select(slice(i, j))
                     mask = mb.completion_mask.float()
-                    adv = advantages[i:j, None]
                     logp = token_logprobs(self.policy, mb)
-                    ratio = torch.exp(logp - old_logp[i:j])  # ρ_t = π_θ / π_old per token
-                    surrogate = torch.min(ratio * adv, torch.clamp(ratio, 1 - c.clip_eps, 1 + c.clip_eps) * adv)
-                    per_seq = -(surrogate * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+                    per_seq = ppo_clip_loss(logp, old_logp[i:j], advantages[i:j], mask, c.clip_eps)
                     loss = per_seq.sum() / size  # micro-batches add up to the minibatch mean
                     if self.procs.any(not torch.isfinite(loss)):
                         self.save()
@@ -331,7 +370,8 @@ class Trainer:
                                              f"(resume with --resume), lower train.learning_rate or check the rewards")
                     loss.backward()
                     total += loss.item()
-                    outside = ((ratio.detach() - 1).abs() > c.clip_eps).float()
+                    ratio = torch.exp(logp.detach() - old_logp[i:j])
+                    outside = ((ratio - 1).abs() > c.clip_eps).float()
                     clipped.append(float((outside * mask).sum() / mask.sum().clamp(min=1)))
                 self.procs.average_gradients(params)
                 norm = torch.nn.utils.clip_grad_norm_(params, c.max_grad_norm if c.max_grad_norm > 0 else math.inf)
@@ -357,6 +397,11 @@ class Trainer:
             try:
                 while self.step_idx < end and not stop.requested:
                     record, prompts, texts, rewards = self.step()
+                    every = c.train.eval_every
+                    if every and (self.step_idx % every == 0 or self.step_idx == c.train.steps):
+                        if self.procs.is_main:
+                            record.update(self.calibration_metrics())
+                        self.procs.wait()
                     if self.procs.is_main:
                         self._log(record, prompts, texts, rewards)
                         bar.set_postfix(reward=f"{record['reward']:.3f}", kl=f"{record['kl']:.2f}",
@@ -382,6 +427,23 @@ class Trainer:
         if every and (self.step_idx % every == 0 or self.step_idx == 1):
             for p, t, r in list(zip(prompts, texts, rewards[:, 0].tolist()))[:2]:
                 append_jsonl(self.samples_path, {"step": self.step_idx, "prompt": p, "completion": t, "reward": r})
+
+    def calibration_metrics(self) -> dict:
+        """``eval/…`` metrics of the current policy on the first ``train.eval_prompts`` held-out prompts
+        (one completion each, a fixed seed): where its reward distribution stands against the
+        demonstrations'. Sampled under a forked RNG, so training draws the same numbers with or without it."""
+        c = self.config
+        subset = self.eval_ds.select(range(min(c.train.eval_prompts, len(self.eval_ds))))
+        if self.demo_eval is None:
+            self.demo_eval = demo_rewards(self.rewards, subset, self.tokenizer, c.generation.max_new_tokens,
+                                          desc="demonstration rewards (eval_every)", progress=False)
+        with torch.random.fork_rng():
+            m = evaluate(self.policy, self.reference, self.tokenizer, subset, self.rewards, self.demo_eval, c,
+                         seed=c.train.seed, progress=False, samples_per_prompt=1, curves=False)
+        return {"eval/reward_z": M.demo_z(m["reward_mean"], m["demo_reward_mean"], m["demo_reward_std"]),
+                "eval/alignment": m["alignment"],
+                "eval/distinct_2_rel": M.relative(m["distinct_2"], m["demo_distinct_2"]),
+                "eval/naturalness": m["naturalness"], "eval/kl_to_ref": m["kl_to_ref"]}
 
     def export(self) -> Path:
         """Save the final adapter (LoRA) or model with ``save_pretrained`` into ``OUT/final``."""

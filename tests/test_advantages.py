@@ -1,0 +1,130 @@
+"""Advantage estimators, rcfd-mean and the PPO-clip loss against hand-computed values."""
+
+import math
+
+import pytest
+import torch
+
+from rcfd.objectives import (advantages_from, group_normalized, leave_one_out_mean, objective_values,
+                             ppo_clip_loss, rcfd_mean_advantages, rloo, scale_advantages)
+from rcfd.trainer import group_rows, step_rows, whole_groups
+
+# Two prompts, k = 3 completions each.
+OBJ = torch.tensor([1.0, 2.0, 6.0, -1.0, -1.0, 2.0])
+
+
+def test_leave_one_out_mean_by_hand():
+    assert torch.allclose(leave_one_out_mean(OBJ, 3), torch.tensor([4.0, 3.5, 1.5, 0.5, 0.5, -1.0]))
+
+
+def test_rloo_by_hand():
+    # A_i = obj_i − mean of the other two of its prompt
+    assert torch.allclose(rloo(OBJ, 3), torch.tensor([-3.0, -1.5, 4.5, -1.5, -1.5, 3.0]))
+    # k/(k−1)·(obj − group mean): group means 3 and 0
+    assert torch.allclose(rloo(OBJ, 3), 1.5 * (OBJ - torch.tensor([3.0] * 3 + [0.0] * 3)))
+
+
+def test_group_normalized_by_hand():
+    # group 1: mean 3, population std sqrt(14/3); group 2: mean 0, std sqrt(2)
+    s1, s2 = math.sqrt(14 / 3), math.sqrt(2)
+    expected = torch.tensor([-2 / s1, -1 / s1, 3 / s1, -1 / s2, -1 / s2, 2 / s2])
+    assert torch.allclose(group_normalized(OBJ, 3, eps=0.0), expected, atol=1e-6)
+    assert torch.equal(group_normalized(torch.full((4,), 2.0), 2), torch.zeros(4))  # equal values: no signal
+
+
+def test_advantage_scales_by_hand():
+    a = torch.tensor([-2.0, 2.0, -2.0, 2.0])  # population std 2
+    assert torch.equal(scale_advantages(a, "none")[0], a)
+    assert torch.allclose(scale_advantages(a, "batch")[0], a / 2)
+    first, std = scale_advantages(a, "first")
+    assert std == pytest.approx(2.0) and torch.allclose(first, a / 2)
+    later, kept = scale_advantages(a * 0.1, "first", std)  # frozen: smaller objective, smaller update
+    assert kept == std and torch.allclose(later, a * 0.05)
+
+
+def test_advantages_from_chooses_the_estimator():
+    whitened, _ = advantages_from(OBJ, "whiten")
+    assert whitened.mean().abs() < 1e-6 and whitened.std(unbiased=False) == pytest.approx(1.0, abs=1e-5)
+    assert torch.equal(advantages_from(OBJ, "rloo", 3)[0], rloo(OBJ, 3))
+    assert torch.equal(advantages_from(OBJ, "group", 3)[0], group_normalized(OBJ, 3))
+    with pytest.raises(ValueError, match="unknown advantage estimator"):
+        advantages_from(OBJ, "ppo")
+    with pytest.raises(ValueError, match="groups of 4"):
+        rloo(OBJ, 4)
+
+
+def test_rcfd_mean_advantage_by_hand():
+    r = torch.tensor([[1.0], [2.0], [6.0], [0.0], [0.0], [3.0]])
+    demo = torch.tensor([[2.0]] * 3 + [[1.0]] * 3)
+    # others: [4, 3.5, 1.5, 1.5, 1.5, 0]; A = −(others − R_d)(R − others)
+    expected = torch.tensor([-(4 - 2) * (1 - 4), -(3.5 - 2) * (2 - 3.5), -(1.5 - 2) * (6 - 1.5),
+                             -(1.5 - 1) * (0 - 1.5), -(1.5 - 1) * (0 - 1.5), -(0 - 1) * (3 - 0)])
+    assert torch.allclose(rcfd_mean_advantages(r, demo, 3), expected)
+    assert torch.allclose(objective_values("rcfd-mean", r, demo_rewards=demo, k=3), expected)
+
+
+def test_rcfd_mean_advantage_is_unbiased_for_the_mean_gap():
+    """For a two-outcome policy, E[A · ∇log π] matches −(μ − R_d) ∇μ, the gradient of −½(μ − R_d)²."""
+    torch.manual_seed(0)
+    p, demo, k, n = 0.3, 0.9, 4, 200_000  # reward 1 with probability p, else 0; μ = p
+    draws = (torch.rand(n * k) < p).float()
+    adv = rcfd_mean_advantages(draws[:, None], torch.full((n * k, 1), demo), k)
+    # score function of a Bernoulli(p) in its logit θ: ∂log π/∂θ = y − p, and ∂μ/∂θ = p(1 − p)
+    estimate = float((adv * (draws - p)).mean())
+    assert estimate == pytest.approx(-(p - demo) * p * (1 - p), rel=0.03)
+
+
+def test_rcfd_mean_with_several_rewards_scales_each_term():
+    r = torch.tensor([[1.0, 10.0], [3.0, 50.0], [2.0, 20.0], [0.0, 40.0]])
+    demo = torch.tensor([[0.0, 0.0], [0.0, 0.0], [1.0, 10.0], [1.0, 10.0]])
+    one = rcfd_mean_advantages(r, demo, 2)
+    r2, demo2 = r.clone(), demo.clone()
+    r2[:, 1] *= 100
+    demo2[:, 1] *= 100
+    assert torch.allclose(rcfd_mean_advantages(r2, demo2, 2), one, atol=1e-5)  # a reward's units do not matter
+
+
+def test_ppo_clip_loss_by_hand():
+    logp = torch.log(torch.tensor([[1.5, 0.5, 1.0], [1.1, 2.0, 1.0]]))
+    old = torch.zeros(2, 3)  # ratios = exp(logp) = the tensor above
+    adv = torch.tensor([1.0, -2.0])
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    eps = 0.2
+    # row 0 (A = 1): min(1.5, 1.2) = 1.2, min(0.5, 0.8) = 0.5 → −(1.2 + 0.5)/2
+    # row 1 (A = −2): min(−2.2, −2.2) = −2.2, min(−4, −2.4) = −4, min(−2, −2) = −2 → −(−8.2)/3
+    expected = torch.tensor([-(1.2 + 0.5) / 2, 8.2 / 3])
+    assert torch.allclose(ppo_clip_loss(logp, old, adv, mask, eps), expected, atol=1e-6)
+
+
+def test_ppo_clip_loss_gradient_vanishes_where_clipped():
+    logp = torch.log(torch.tensor([[1.5, 1.0]])).requires_grad_()
+    loss = ppo_clip_loss(logp, torch.zeros(1, 2), torch.tensor([1.0]), torch.ones(1, 2), 0.2).sum()
+    loss.backward()
+    assert logp.grad[0, 0] == 0  # ratio 1.5 > 1.2 with A > 0: clipped
+    assert logp.grad[0, 1] == pytest.approx(-0.5)  # −ρ·A/2 at ρ = 1
+
+
+def test_every_prompt_of_a_step_appears_k_times_in_whole_groups_across_processes():
+    n, batch, k, seed = 50, 24, 4, 3
+    one = step_rows(5, n, batch, k, seed)
+    assert len(one) == batch and len(set(one)) == batch // k
+    assert all(len(set(one[i:i + k])) == 1 for i in range(0, batch, k))  # consecutive groups
+    shards = [step_rows(5, n, batch, k, seed, rank, 2) for rank in (0, 1)]
+    assert sorted(shards[0] + shards[1]) == sorted(one)
+    assert not set(shards[0]) & set(shards[1])  # a group never straddles processes
+    # minibatches of batch/num_minibatches rows (validated divisible by k) hold whole groups
+    minibatch = 8
+    for start in range(0, batch, minibatch):
+        chunk = one[start:start + minibatch]
+        assert all(chunk.count(i) == k for i in set(chunk))
+    # k = 1 is the paper's (and the earlier releases') batch
+    from rcfd.trainer import batch_indices
+
+    assert step_rows(5, n, batch, 1, seed) == batch_indices(5, n, batch, seed)
+
+
+def test_group_helpers():
+    assert group_rows([7, 2], 3) == [7, 7, 7, 2, 2, 2]
+    keep = torch.tensor([True, True, True, False, True, True])
+    assert whole_groups(keep, 3).tolist() == [True, True, True, False, False, False]
+    assert whole_groups(keep, 1).tolist() == keep.tolist()
