@@ -13,6 +13,7 @@ COLUMNS = [
     ("length", lambda r: f"{r['mean_length']:.1f}"),
     ("distinct-2", lambda r: f"{r['distinct_2']:.3f}"),
     ("rep-4", lambda r: f"{r['repetition_4']:.3f}"),
+    ("natural.", lambda r: f"{r['naturalness']:.2f}" if r.get("naturalness") is not None else "–"),
     ("KL(ref)", lambda r: f"{r['kl_to_ref']:.2f}"),
 ]
 
@@ -24,6 +25,7 @@ def demo_row(result: dict) -> dict:
         "demo_reward_mean": result["demo_reward_mean"], "demo_reward_std": result["demo_reward_std"],
         "alignment": 0.0, "wasserstein": 0.0, "mean_length": result["demo_mean_length"],
         "distinct_2": result["demo_distinct_2"], "repetition_4": result["demo_repetition_4"], "kl_to_ref": float("nan"),
+        "naturalness": result.get("demo_naturalness"),
     }
 
 
@@ -55,8 +57,21 @@ def format_calibration(runs: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def format_noise(runs: dict[str, dict]) -> str:
+    """The evaluation's own noise, for reading the table: one line from the first run that states it."""
+    r = next((r for r in runs.values() if "reward_gap_se" in r), None)
+    if r is None:
+        return ""
+    return (f"held-out: {r['num_prompts']} prompts x {r['samples_per_prompt']} samples; standard error of "
+            f"'vs demos' {r['reward_gap_se']:.3f} σ (of the mean reward {r['reward_mean_se']:.3f} σ); alignment of "
+            f"two samples of one distribution at this size: {r['alignment_floor']:.3f}")
+
+
 def print_table(runs: dict[str, dict]) -> None:
     print(format_table(runs))
+    noise = format_noise(runs)
+    if noise:
+        print(noise)
     calibration = format_calibration(runs)
     if calibration:
         print("\n" + calibration)
