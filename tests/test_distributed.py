@@ -12,14 +12,14 @@ from conftest import TINY
 HELPER = Path(__file__).parent / "helpers" / "two_process_train.py"
 
 
-def _launch(num_processes: int, out: Path) -> subprocess.CompletedProcess:
+def _launch(num_processes: int, out: Path, helper: Path = HELPER) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).parent / "helpers"))
     # `--multi_gpu` selects accelerate's multi-process launcher; without a GPU the processes talk over gloo
     # (`--cpu` would start a single process).
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu" if num_processes > 1 else "--cpu",
            "--num_processes", str(num_processes),
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           str(HELPER), str(TINY), str(out)]
+           str(helper), str(TINY), str(out)]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -37,3 +37,17 @@ def test_two_processes_train_like_one(tmp_path):
     assert sorted(p.name for p in (two / "checkpoints").iterdir()) == sorted(p.name for p in (one / "checkpoints").iterdir())
     # The global batch is the same 8 prompts; each process generated half of them.
     assert abs(rows[2][0]["rewards/loglik/demo_mean"] - rows[1][0]["rewards/loglik/demo_mean"]) < 1e-5
+
+
+@pytest.mark.slow  # ~30 s: one step under two processes
+def test_two_processes_deal_out_whole_groups(tmp_path):
+    proc = _launch(2, tmp_path / "groups", Path(__file__).parent / "helpers" / "two_process_groups.py")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    found = json.loads((tmp_path / "groups" / "groups.json").read_text())
+    assert found["world"] == 2
+    mine = found["prompts"]  # one list of rollout prompts per process
+    assert len(mine[0]) == len(mine[1]) == 4  # 8 rollouts: 4 prompts x k = 2, two groups per process
+    for rows in mine:
+        assert all(rows[i] == rows[i + 1] for i in range(0, len(rows), 2))  # each group's rows side by side
+    assert not set(mine[0]) & set(mine[1])  # no group straddles two processes
+    assert "rewards/loglik/demo_mean" in found["record"]

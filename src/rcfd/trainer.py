@@ -145,6 +145,11 @@ class Trainer:
             raise RcfdError(f"the {prompts_per_step} prompts of a step (train.batch_size {c.train.batch_size} / "
                             f"train.num_generations {c.train.num_generations}) must be divisible by the number of "
                             f"processes ({self.procs.world}); change one of them")
+        local_minibatch = c.train.batch_size // self.procs.world // c.train.num_minibatches
+        if c.train.num_generations > 1 and local_minibatch % c.train.num_generations:
+            raise RcfdError(f"with {self.procs.world} processes a minibatch holds {local_minibatch} rollouts per process, "
+                            f"which splits groups of train.num_generations ({c.train.num_generations}); lower "
+                            f"train.num_minibatches or raise train.batch_size")
         self.progress = progress and self.procs.is_main
         self.out = prepare_out_dir(out_dir, resume)
         self.resume = resume
