@@ -9,6 +9,7 @@ them, and refuses a directory made with other settings.
 
 from __future__ import annotations
 
+import json
 import resource
 import time
 from pathlib import Path
@@ -70,13 +71,17 @@ def run_demo(out, *, config_path, seed: int = 0, steps: int | None = None, overr
             results["base"] = base_metrics(config, out / "base", out / name, trainer, progress)
         del trainer
     ordered = {k: results[k] for k in ("base", *runs)}
+    # A rerun that reads finished runs back keeps what the earlier invocations spent (time adds up over
+    # an interrupted and resumed demo; memory is the largest peak).
+    previous = json.loads((out / "summary.json").read_text()) if (out / "summary.json").exists() else {}
     summary = {
         "runs": {k: {f: v for f, v in r.items() if f not in KEYS_DROPPED_FROM_SUMMARY} for k, r in ordered.items()},
         "reward_samples": {k: r.get("reward_samples") for k, r in ordered.items()},
         "demo_reward_samples": ordered["base"].get("demo_reward_samples"),
         "seed": seed,
-        "total_wall_seconds": time.perf_counter() - t_start,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # Linux reports KiB
+        "total_wall_seconds": previous.get("total_wall_seconds", 0.0) + time.perf_counter() - t_start,
+        "peak_rss_mb": max(previous.get("peak_rss_mb", 0.0),
+                           resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),  # Linux reports KiB
     }
     write_json(out / "summary.json", summary)
     print()
