@@ -7,7 +7,8 @@ import torch
 
 from rcfd.objectives import (advantages_from, group_normalized, leave_one_out_mean, objective_values,
                              ppo_clip_loss, rcfd_mean_advantages, rloo, scale_advantages)
-from rcfd.trainer import group_rows, step_rows, whole_groups
+from rcfd.rollout import group_rows
+from rcfd.trainer import step_rows, whole_groups
 
 # Two prompts, k = 3 completions each.
 OBJ = torch.tensor([1.0, 2.0, 6.0, -1.0, -1.0, 2.0])

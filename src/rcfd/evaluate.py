@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from . import metrics as M
 from .logprobs import Rollout, encode_pairs, reference_context, reference_logprobs
-from .rollout import generate
+from .rollout import generate, group_rows
 
 
 def _rows(ids: torch.Tensor, mask: torch.Tensor) -> list[list[int]]:
@@ -102,7 +102,7 @@ def evaluate(policy, reference, tokenizer, eval_ds, rewards, demo_values, cfg, *
     gen, ev = cfg.generation, cfg.eval
     per_prompt = ev.samples_per_prompt if samples_per_prompt is None else samples_per_prompt
     unique_prompts = list(eval_ds["prompt"])
-    prompts = [p for p in unique_prompts for _ in range(per_prompt)]  # each prompt's samples in a row
+    prompts = group_rows(unique_prompts, per_prompt)
     context = reference_context(policy, reference) if base else contextlib.nullcontext()
     model = reference if (base and reference is not None) else policy
     torch.manual_seed(seed)  # same sampling noise for every model evaluated

@@ -11,6 +11,12 @@ from transformers import LogitsProcessor, LogitsProcessorList, TemperatureLogits
 from .logprobs import Rollout, _gather_logprobs, decode_completions
 
 
+def group_rows(items: list, k: int) -> list:
+    """Each item repeated k times in a row: the rows of k completions per prompt (prompt i's are rows
+    i·k … i·k + k − 1), as training steps and evaluation lay them out."""
+    return [item for item in items for _ in range(k)]
+
+
 class InverseCDFSampler(LogitsProcessor):
     """Draw the next token by inverse-CDF sampling and leave only that token finite.
 

@@ -8,7 +8,6 @@ it. A finding that holds on one seed of five is an anecdote; this table says whi
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass
@@ -171,16 +170,6 @@ def format_seeds_table(record: dict) -> str:
             lines.append(f"{c['passed']}/{c['of']} seeds  {c['check']}" + (f"  (misses: seed {', '.join(failed)})" if failed else ""))
         lines.append(f"{record['seeds_passing_all']}/{len(record['seeds'])} seeds pass every check")
     return "\n".join(lines)
-
-
-def load_seed_summaries(out: Path) -> dict[int, dict]:
-    """{seed: {run: metrics}} from the ``seed-N/summary.json`` files of a seeds directory."""
-    found = {}
-    for path in sorted(Path(out).glob("seed-*/summary.json")):
-        seed = path.parent.name.split("-", 1)[1]
-        if seed.isdigit():
-            found[int(seed)] = json.loads(path.read_text())["runs"]
-    return found
 
 
 def run_seeds(out, seeds: list[int], *, task: str | None, progress: bool = True, **demo_kwargs) -> dict:

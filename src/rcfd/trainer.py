@@ -40,7 +40,7 @@ from .objectives import advantages_from, beta_at, objective_values, ppo_clip_los
 from .rewards import build_rewards
 from .rewards.base import check_finite
 from .rewards.demo_cache import demo_rewards
-from .rollout import generate
+from .rollout import generate, group_rows
 
 
 def batch_indices(step: int, n: int, batch_size: int, seed: int) -> list[int]:
@@ -64,11 +64,6 @@ def lr_factor(step: int, steps: int, scheduler: str, warmup_steps: int = 0) -> f
     if scheduler == "constant":
         return 1.0
     return max(0.0, 1.0 - (step - warmup_steps) / max(1, steps - warmup_steps))
-
-
-def group_rows(prompt_indices: list[int], k: int) -> list[int]:
-    """Each prompt index repeated k times in a row: the dataset rows of one step's rollouts."""
-    return [i for i in prompt_indices for _ in range(k)]
 
 
 def step_rows(step: int, n: int, batch_size: int, k: int, seed: int, rank: int = 0, world: int = 1) -> list[int]:
