@@ -32,6 +32,14 @@ def test_sft_trains_on_demonstrations_and_is_evaluated(tiny_config, tmp_path):
     assert any("loss" in r for r in log)
     assert _adapter_moved(tmp_path / "sft")
     assert summary["kl_to_ref"] != 0.0  # the policy moved away from the reference
+    # `rcfd eval` on the SFT run evaluates its trained adapter and leaves the run as it was
+    from test_eval_command import fingerprint
+
+    before = fingerprint(tmp_path / "sft")
+    assert main(["eval", str(tmp_path / "sft"), "--quiet", "--out", str(tmp_path / "eval.json")]) == 0
+    evaluated = json.loads((tmp_path / "eval.json").read_text())
+    assert evaluated["reward_mean"] == pytest.approx(summary["reward_mean"], abs=1e-5)
+    assert fingerprint(tmp_path / "sft") == before
 
 
 def _preferences(path, n=16):

@@ -119,7 +119,8 @@ def latest_checkpoint(root: Path) -> Path | None:
     return None
 
 
-def load_checkpoint(path: Path, model, optimizer) -> dict:
+def load_weights(path: Path, model) -> None:
+    """Copy a checkpoint's trainable weights into ``model`` (built from the run's config)."""
     path = Path(path)
     if not is_complete(path):
         raise RcfdError(f"checkpoint '{path}' is incomplete or corrupt; resume from an earlier one")
@@ -132,6 +133,12 @@ def load_checkpoint(path: Path, model, optimizer) -> dict:
     with torch.no_grad():
         for name, value in weights.items():
             params[name].copy_(value)
+
+
+def load_checkpoint(path: Path, model, optimizer) -> dict:
+    """Weights, optimizer and RNG state of a checkpoint; returns its state.json."""
+    path = Path(path)
+    load_weights(path, model)
     blob = torch.load(path / "optimizer.pt", weights_only=False)
     optimizer.load_state_dict(blob["optimizer"])
     set_rng_state(blob["rng"])

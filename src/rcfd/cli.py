@@ -75,14 +75,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation at the end")
     _common(t)
 
-    e = sub.add_parser("eval", help="evaluate a finished run (or its base model) on held-out prompts")
-    e.add_argument("run", type=Path, help="run directory written by `rcfd train`")
+    e = sub.add_parser("eval", help="evaluate a run's trained policy (or its base model) on held-out prompts",
+                       description="Load the run's config and trained weights (final/, or the newest checkpoint of "
+                                   "an interrupted run) and evaluate them; the run directory is only read.")
+    e.add_argument("run", type=Path, help="run directory written by `rcfd train`, `rcfd sft` or `rcfd dpo`")
     e.add_argument("--base", action="store_true", help="evaluate the reference (base) model instead")
-    e.add_argument("--out", type=Path, help="where to write the metrics JSON (default: RUN/eval.json)")
+    e.add_argument("--out", type=Path, help="also write the metrics as JSON to this file (outside the run)")
     e.add_argument("--unseen", type=int, metavar="N",
                    help="evaluate on N prompt/demonstration pairs that neither the training nor the held-out "
-                        "split used, instead of the held-out split: a second, larger sample (written to "
-                        "RUN/eval-unseen-N.json by default)")
+                        "split used, instead of the held-out split: a second, larger sample")
     _common(e)
 
     d = sub.add_parser("demo", help="embedded default: beta0 vs kl vs rcfd on use case 1, offline (--task for others)",
@@ -223,30 +224,26 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    import yaml
-
-    from .config import make_config
+    """Evaluate a run's trained policy (final/, else its newest checkpoint); the run is only read."""
+    from .components import load_trained
+    from .evaluate import evaluate_components
     from .files import write_json
-    from .trainer import Trainer
+    from .report import print_table
 
-    saved = args.run / "config.yaml"
-    if not saved.exists():
-        raise RcfdError(f"'{args.run}' has no config.yaml; pass a run directory written by `rcfd train`")
-    config = make_config(yaml.safe_load(saved.read_text()))
-    trainer = Trainer(config, args.run, resume=True, progress=not args.quiet)
+    run = load_trained(args.run, progress=not args.quiet, base=args.base)
     dataset = None
     if args.unseen is not None:
         from .data import unseen_dataset
 
-        dataset = unseen_dataset(config.data, trainer.tokenizer, args.unseen)
-    result = trainer.evaluate(base=args.base, dataset=dataset)
-    name = ("eval-base" if args.base else "eval") + (f"-unseen-{args.unseen}" if args.unseen else "")
-    out = args.out or args.run / f"{name}.json"
-    write_json(out, result)
-    from .report import print_table
-
+        dataset = unseen_dataset(run.config.data, run.components.tokenizer, args.unseen)
+    result = evaluate_components(run.components, run.config, base=args.base, dataset=dataset,
+                                 progress=not args.quiet)
+    result["weights"] = run.weights
     print_table({"base" if args.base else args.run.name: result})
-    print(f"metrics written to {out}")
+    print(f"weights: {run.weights}")
+    if args.out is not None:
+        write_json(args.out, result)
+        print(f"metrics written to {args.out}")
     return 0
 
 

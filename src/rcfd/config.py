@@ -16,7 +16,7 @@ import yaml
 
 from .errors import RcfdError
 
-OBJECTIVES = ("reward", "kl", "rcfd", "rcfd-mean", "weighted")
+OBJECTIVES = ("reward", "kl", "rcfd", "rcfd-mean", "rcfd-batch", "weighted")
 ADVANTAGES = ("whiten", "rloo", "group")
 ADVANTAGE_SCALES = ("none", "batch", "first")
 REWARDS = ("loglik", "length", "sentiment", "vader", "classifier", "similarity", "reward-model")
@@ -108,7 +108,9 @@ class ObjectiveConfig:
     name: str = "rcfd"
     """'reward' (maximize R, β = 0), 'kl' (R − β·log π/π0), 'rcfd' (the paper's −(R − R_demo)² per
     sample), 'rcfd-mean' (−(E_π R − R_demo)² per prompt, an extension that does not also narrow the
-    reward's spread; needs train.num_generations >= 2 and train.advantage=rloo) or 'weighted'
+    reward's spread; needs train.num_generations >= 2 and train.advantage=rloo), 'rcfd-batch'
+    (−(mean over prompts of E_π R − mean of R_demo)², the same needs; a less noisy target that gives up
+    per-prompt calibration) or 'weighted'
     (R_1 + α·(R_2 + ... + R_K), the paper's R_quality + α·R_length baseline; needs 2+ rewards)."""
     beta: float = 0.1
     """KL coefficient at the first step (objective 'kl')."""
@@ -161,7 +163,11 @@ class TrainConfig:
     """RL steps of linear learning-rate warm-up before the schedule (Adam's first updates, with its
     second-moment estimate from one or two minibatches, move every adapted weight by the full rate)."""
     optimizer: str = "adamw"
-    """'adam' or 'adamw'."""
+    """'adam', 'adamw' or 'sgd'. Adam moves every weight by about the learning rate whatever the
+    gradient's size, so an objective whose gradient is mostly noise (a calibrated policy) drifts as
+    fast as one with a signal; plain SGD steps in proportion to the gradient."""
+    momentum: float = 0.0
+    """SGD momentum (optimizer 'sgd')."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
     num_minibatches: int = 1
@@ -401,17 +407,20 @@ def validate(c: Config) -> None:
              f"or train.advantage_scale=none")
     _require(t.advantage == "whiten" or k >= 2,
              f"train.advantage={t.advantage} compares completions of one prompt; set train.num_generations >= 2")
-    if c.objective.name == "rcfd-mean":
-        _require(k >= 2, "objective.name=rcfd-mean needs train.num_generations >= 2 (its estimate uses each "
+    if c.objective.name in ("rcfd-mean", "rcfd-batch"):
+        name = c.objective.name
+        _require(k >= 2, f"objective.name={name} needs train.num_generations >= 2 (its estimate uses each "
                          "prompt's other completions)")
-        _require(t.advantage == "rloo", "objective.name=rcfd-mean is a leave-one-out estimate; set train.advantage=rloo")
+        _require(t.advantage == "rloo", f"objective.name={name} is a leave-one-out estimate; set train.advantage=rloo")
     _require(t.eval_every >= 0, f"train.eval_every must be >= 0, got {t.eval_every}")
     _require(c.train.learning_rate > 0, f"train.learning_rate must be > 0, got {c.train.learning_rate}")
     _require(0 <= c.train.warmup_steps < c.train.steps,
              f"train.warmup_steps must be >= 0 and below train.steps ({c.train.steps}), got {c.train.warmup_steps}")
     _require(c.train.lr_scheduler in ("linear", "constant"),
              f"train.lr_scheduler must be 'linear' or 'constant', got '{c.train.lr_scheduler}'")
-    _require(c.train.optimizer in ("adam", "adamw"), f"train.optimizer must be 'adam' or 'adamw', got '{c.train.optimizer}'")
+    _require(c.train.optimizer in ("adam", "adamw", "sgd"),
+             f"train.optimizer must be 'adam', 'adamw' or 'sgd', got '{c.train.optimizer}'")
+    _require(0 <= c.train.momentum < 1, f"train.momentum must be in [0, 1), got {c.train.momentum}")
     _require(0 < c.train.clip_eps < 1, f"train.clip_eps must be in (0, 1), got {c.train.clip_eps}")
     _require(c.train.max_grad_norm >= 0, f"train.max_grad_norm must be >= 0, got {c.train.max_grad_norm}")
     _require(c.train.save_every >= 0, f"train.save_every must be >= 0, got {c.train.save_every}")

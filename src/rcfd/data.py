@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 
 from .errors import RcfdError
-from .models import package_dir
+from .paths import package_dir
 
 FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 

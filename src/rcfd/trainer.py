@@ -23,23 +23,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
 from . import metrics as M
 from .config import Config
-from .data import build_datasets
+from .components import Components, build_components
 from .distributed import Processes
 from .errors import NonFiniteError, RcfdError
-from .evaluate import evaluate
-from .files import append_jsonl, save_torch, write_json, write_text
+from .evaluate import evaluate, evaluate_components
+from .files import append_jsonl, save_torch
 from .logprobs import reference_logprobs, token_logprobs
-from .models import describe, load_policy
-from .objectives import advantages_from, beta_at, objective_values, ppo_clip_loss
-from .rewards import build_rewards
+from .models import describe
+from .objectives import advantages_from, beta_at, objective_values, ppo_clip_loss, prompt_gaps
 from .rewards.base import check_finite
 from .rewards.demo_cache import demo_rewards
+from .rundir import DEMO_REWARDS, METRICS, SAMPLES, RunDir
 from .rollout import generate, group_rows
 
 
@@ -79,15 +78,17 @@ def whole_groups(keep: torch.Tensor, k: int) -> torch.Tensor:
     return keep.reshape(-1, k).all(1).repeat_interleave(k) if k > 1 else keep
 
 
-DEMO_OBJECTIVES = ("rcfd", "rcfd-mean")
+def build_optimizer(params, train) -> torch.optim.Optimizer:
+    """``train.optimizer``: Adam/AdamW (fused: one kernel over all parameters instead of a per-tensor
+    loop, 0.14 s per full fine-tuning step in the profile) or plain SGD."""
+    if train.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=train.learning_rate, momentum=train.momentum,
+                               weight_decay=train.weight_decay)
+    opt_cls = torch.optim.AdamW if train.optimizer == "adamw" else torch.optim.Adam
+    return opt_cls(params, lr=train.learning_rate, weight_decay=train.weight_decay, fused=True)
 
 
-def seed_everything(seed: int) -> None:
-    import random
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+ADVANTAGE_OBJECTIVES = ("rcfd-mean", "rcfd-batch")  # their objective value is already an advantage
 
 
 def prepare_out_dir(out: Path, resume: bool) -> Path:
@@ -100,7 +101,7 @@ def prepare_out_dir(out: Path, resume: bool) -> Path:
         probe.unlink()
     except OSError as exc:
         raise RcfdError(f"cannot write to output directory '{out}' ({exc.strerror}); choose another --out") from None
-    if not resume and (out / "metrics.jsonl").exists():
+    if not resume and RunDir(out).has_started():
         raise RcfdError(f"'{out}' already holds a run; continue it with --resume {out} or choose another --out")
     return out
 
@@ -131,7 +132,10 @@ class StopAtStepBoundary:
 class Trainer:
     """Trains one policy with one objective; see the module docstring for the step."""
 
-    def __init__(self, config: Config, out_dir, *, resume: bool = False, progress: bool = True):
+    def __init__(self, config: Config, out_dir, *, resume: bool = False, progress: bool = True,
+                 components: Components | None = None):
+        """``components`` (policy, data, rewards, ...) default to :func:`rcfd.components.build_components`
+        of ``config``; pass them to train something built elsewhere."""
         self.config = config
         c = config
         self.procs = Processes()
@@ -147,13 +151,19 @@ class Trainer:
                             f"train.num_minibatches or raise train.batch_size")
         self.progress = progress and self.procs.is_main
         self.out = prepare_out_dir(out_dir, resume)
+        self.run = RunDir(self.out)
         self.resume = resume
-        if c.train.threads:
-            torch.set_num_threads(c.train.threads)
-        seed_everything(c.train.seed)
-        self.policy, self.tokenizer, self.reference = load_policy(c.model)
-        if self.procs.world > 1:  # same initial weights everywhere, different sampling noise per process
-            torch.manual_seed(c.train.seed + 1_000_003 * self.procs.rank)
+        if self.procs.is_main:  # first, so a run killed while loading can still be resumed
+            self.run.write_config(c)
+        # Checksums are verified once; _resume() loads the same checkpoint.
+        saved = self._resume_from = self.run.latest_checkpoint() if resume else None
+        if components is None:
+            components = build_components(c, rank=self.procs.rank, world=self.procs.world, progress=self.progress,
+                                          demo_rewards_from=saved / DEMO_REWARDS if saved is not None else None)
+        self.components = components
+        self.policy, self.tokenizer, self.reference = components.policy, components.tokenizer, components.reference
+        self.train_ds, self.eval_ds, self.rewards = components.train_ds, components.eval_ds, components.rewards
+        self.demo_train = components.demo_train
         self.model_id = c.model.name
         self.vllm = None
         if c.generation.backend == "vllm":
@@ -162,39 +172,20 @@ class Trainer:
 
             self.vllm = VLLMGenerator(self.policy, self.tokenizer, resolve_model_path(c.model.name), c.model,
                                       c.generation, seed=c.train.seed + self.procs.rank)
-        self.train_ds, self.eval_ds = build_datasets(c.data, self.tokenizer)
-        self.rewards = build_rewards(c.reward.names, policy=self.policy, reference=self.reference,
-                                     tokenizer=self.tokenizer, model_id=self.model_id, config=c.reward,
-                                     progress=self.progress)
-        self.demo_train = None
-        # Checksums are verified once; _resume() loads the same checkpoint.
-        saved = self._resume_from = ckpt.latest_checkpoint(self.out / "checkpoints") if resume else None
-        needs_demos = c.objective.name in DEMO_OBJECTIVES
-        if needs_demos and saved is not None and (saved / "demo_rewards.pt").exists():
-            self.demo_train = torch.load(saved / "demo_rewards.pt")  # the run's own copy of the cache
-        elif needs_demos:
-            self.demo_train = demo_rewards(self.rewards, self.train_ds, self.tokenizer,
-                                           c.generation.max_new_tokens, desc="demonstration rewards (train)",
-                                           progress=self.progress)
-            check_finite(self.demo_train, "a demonstration reward")
         params = [p for p in self.policy.parameters() if p.requires_grad]
-        opt_cls = torch.optim.AdamW if c.train.optimizer == "adamw" else torch.optim.Adam
-        # fused: one kernel over all parameters instead of a per-tensor loop (0.14 s per full fine-tuning
-        # optimizer step in the profile; the unfused loop was not timed separately).
-        self.optimizer = opt_cls(params, lr=c.train.learning_rate, weight_decay=c.train.weight_decay, fused=True)
+        self.optimizer = build_optimizer(params, c.train)
         # The schedule is indexed by RL step (not optimizer step), so it is a pure function of step_idx.
         self.lr_at = lambda step: lr_factor(step, c.train.steps, c.train.lr_scheduler, c.train.warmup_steps)
         self.step_idx = 0
         self.skipped = 0
         self.first_advantage_std = None  # train.advantage_scale=first: frozen after step 1
         self.demo_eval = None  # demonstration rewards of the eval_every subset, computed on first use
-        self.metrics_path = self.out / "metrics.jsonl"
-        self.samples_path = self.out / "samples.jsonl"
+        self.metrics_path = self.run.metrics_path
+        self.samples_path = self.run.samples_path
         if resume:
             self._resume()
         self.trackers = []
         if self.procs.is_main:
-            write_text(self.out / "config.yaml", yaml.safe_dump(c.to_dict(), sort_keys=False))
             if c.train.report_to:
                 from .tracking import build_trackers
 
@@ -218,7 +209,7 @@ class Trainer:
         if not self.procs.is_main:
             return
         # Logs are cut back to what the checkpoint saw, so a resumed run writes each step once.
-        for name in ("metrics.jsonl", "samples.jsonl"):
+        for name in (METRICS, SAMPLES):
             saved = path / name
             target = self.out / name
             if saved.exists():
@@ -235,11 +226,11 @@ class Trainer:
                  "beta": self.beta(self.step_idx), "config": self.config.to_dict()}
         extra = [self.metrics_path, self.samples_path]
         if self.demo_train is not None:
-            demo_path = self.out / "demo_rewards.pt"
+            demo_path = self.run.demo_rewards_path
             if not demo_path.exists():
                 save_torch(demo_path, self.demo_train)
             extra.append(demo_path)
-        return ckpt.save_checkpoint(self.out / "checkpoints", self.step_idx, self.policy, self.optimizer, state,
+        return ckpt.save_checkpoint(self.run.checkpoints, self.step_idx, self.policy, self.optimizer, state,
                                     extra_files=extra,
                                     keep=self.config.train.keep_checkpoints)
 
@@ -289,8 +280,13 @@ class Trainer:
 
         # 3. objective and 4. advantage
         beta = self.beta(self.step_idx)
+        gap_sum = num_prompts = None
+        if c.objective.name == "rcfd-batch":  # the mean gap is the whole batch's, over every process
+            gaps = prompt_gaps(rewards, demo, k)
+            totals = self.procs.sum(torch.cat([gaps.sum(0), torch.tensor([float(len(gaps))])]))
+            gap_sum, num_prompts = totals[:-1], int(totals[-1])
         objective = objective_values(c.objective.name, rewards, demo_rewards=demo, logratio=logratio, beta=beta,
-                                     alpha=c.objective.alpha, k=k)
+                                     alpha=c.objective.alpha, k=k, gap_sum=gap_sum, num_prompts=num_prompts)
         advantages = self.advantages(objective)
 
         # 5. PPO-clip update, accumulated over micro-batches of the rollout batch
@@ -339,7 +335,7 @@ class Trainer:
         if t.advantage == "whiten" and self.procs.world > 1:  # the batch spans processes
             mean, std = self.batch_moments(objective)
             return (objective - mean) / (std + 1e-8)
-        estimator = "given" if self.config.objective.name == "rcfd-mean" else t.advantage
+        estimator = "given" if self.config.objective.name in ADVANTAGE_OBJECTIVES else t.advantage
         advantages, self.first_advantage_std = advantages_from(
             objective, estimator, t.num_generations, t.advantage_scale, self.first_advantage_std,
             std_fn=lambda a: self.batch_moments(a)[1])
@@ -420,7 +416,7 @@ class Trainer:
 
     def _log(self, record, prompts, texts, rewards) -> None:
         append_jsonl(self.metrics_path, record)  # deterministic: no wall-clock values
-        append_jsonl(self.out / "timings.jsonl", self.last_timing)
+        append_jsonl(self.run.timings_path, self.last_timing)
         for tracker in self.trackers:
             tracker.log({k: v for k, v in record.items() if k != "step"}, step=record["step"])
         every = self.config.train.sample_every
@@ -447,7 +443,7 @@ class Trainer:
 
     def export(self) -> Path:
         """Save the final adapter (LoRA) or model with ``save_pretrained`` into ``OUT/final``."""
-        final = self.out / "final"
+        final = self.run.final
         self.policy.save_pretrained(final)
         self.tokenizer.save_pretrained(final)
         return final
@@ -455,14 +451,8 @@ class Trainer:
     def evaluate(self, base: bool = False, demo_eval=None, dataset=None) -> dict:
         """Held-out metrics on ``dataset`` (default: the eval split) for the policy or, with ``base``,
         the reference."""
-        c = self.config
-        dataset = self.eval_ds if dataset is None else dataset
-        if demo_eval is None:
-            demo_eval = demo_rewards(self.rewards, dataset, self.tokenizer, c.generation.max_new_tokens,
-                                     desc="demonstration rewards (eval)", progress=self.progress)
-        return evaluate(self.policy, self.reference, self.tokenizer, dataset, self.rewards, demo_eval, c,
-                        base=base, seed=c.train.seed, desc="base" if base else c.objective.name,
-                        progress=self.progress)
+        return evaluate_components(self.components, self.config, base=base, dataset=dataset, demo_values=demo_eval,
+                                   progress=self.progress)
 
 
 def run_training(config: Config, out_dir, *, resume: bool = False, progress: bool = True, evaluate_after: bool = True):
@@ -481,7 +471,7 @@ def run_training(config: Config, out_dir, *, resume: bool = False, progress: boo
         summary.update(trainer.evaluate())
         summary["wall_seconds"] = time.perf_counter() - t0
     summary["processes"] = trainer.procs.world
-    write_json(Path(out_dir) / "summary.json", summary)
+    RunDir(out_dir).write_summary(summary)
     trainer.procs.wait()
     return trainer, summary
 

