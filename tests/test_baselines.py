@@ -33,7 +33,7 @@ def test_sft_trains_on_demonstrations_and_is_evaluated(tiny_config, tmp_path):
     assert _adapter_moved(tmp_path / "sft")
     assert summary["kl_to_ref"] != 0.0  # the policy moved away from the reference
     # `rcfd eval` on the SFT run evaluates its trained adapter and leaves the run as it was
-    from test_eval_command import fingerprint
+    from rcfd_testing import fingerprint
 
     before = fingerprint(tmp_path / "sft")
     assert main(["eval", str(tmp_path / "sft"), "--quiet", "--out", str(tmp_path / "eval.json")]) == 0

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import TINY
+from rcfd_testing import TINY
 from rcfd.checkpoint import latest_checkpoint
 from rcfd.cli import main
 

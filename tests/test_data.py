@@ -2,9 +2,10 @@ import json
 
 import pytest
 
-from rcfd.config import DataConfig
+from rcfd.config import DataConfig, load_config
 from rcfd.data import build_datasets, fingerprint, unseen_dataset
 from rcfd.errors import RcfdError
+from rcfd.tasks import get_task
 
 
 def test_wiki_split_is_deterministic_and_disjoint(tiny_tokenizer):
@@ -92,3 +93,50 @@ def test_empty_prompt(tmp_path, tiny_tokenizer):
 def test_missing_file(tmp_path, tiny_tokenizer):
     with pytest.raises(RcfdError, match="not an existing"):
         build_datasets(DataConfig(source=str(tmp_path / "nope.jsonl")), tiny_tokenizer)
+
+
+def test_positive_reviews_data_is_deterministic_prompt_of_10_tokens(tiny_tokenizer, some_reviews, monkeypatch):
+    import rcfd.data
+
+    monkeypatch.setattr(rcfd.data, "load_movie_reviews", lambda: some_reviews)  # 2,500 reviews: a fast test
+    positives = {t for t, label in zip(some_reviews["text"], some_reviews["label"]) if label == 1}
+    train, held = _data("positive-reviews", tiny_tokenizer)
+    again, held_again = _data("positive-reviews", tiny_tokenizer)
+    assert train["prompt"] == again["prompt"] and held["demonstration"] == held_again["demonstration"]
+    assert all(len(tiny_tokenizer(p, add_special_tokens=False)["input_ids"]) <= 11 for p in train["prompt"])
+    assert not set(train["prompt"]) & set(held["prompt"]) and "<br" not in "".join(train["demonstration"])
+    assert all(any(t.startswith(p.strip()) for t in positives) for p in held["prompt"])  # positive reviews only
+
+
+def test_wiki_description_pairs_text_with_its_human_description(tiny_tokenizer):
+    from rcfd.data import load_wiki_records
+
+    train, held = _data("wiki-description", tiny_tokenizer)
+    descriptions = {" " + r["description"].strip() + "\n" for r in load_wiki_records() if r.get("description")}
+    assert set(train["demonstration"]) <= descriptions
+    assert all(p.endswith(":") and "Short description of" in p for p in held["prompt"])
+    assert _data("wiki-description", tiny_tokenizer)[0]["prompt"] == train["prompt"]
+
+
+def test_imdb_positive_hub_path_on_a_local_dataset_directory(tmp_path, tiny_tokenizer):
+    import datasets
+
+    texts = [f"{i} " + "words " * 40 for i in range(30)]
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": texts, "label": [i % 2 for i in range(30)]})}
+                         ).save_to_disk(str(tmp_path / "imdb"))
+    train, held = _data("imdb-positive", tiny_tokenizer, f"data.source={tmp_path / 'imdb'}", "data.demo_tokens=20",
+                        "data.eval_demo_tokens=20")
+    kept = {int(t.split()[0]) for t in list(train["prompt"]) + list(held["prompt"])}
+    assert kept and all(i % 2 == 1 for i in kept)  # label 1 only
+
+
+def test_tldr_hub_path_on_local_jsonl(tmp_path, tiny_tokenizer):
+    rows = [{"prompt": f"POST: story {i}\nTL;DR:", "completion": f" summary {i}"} for i in range(20)]
+    (tmp_path / "tldr.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    train, held = _data("tldr", tiny_tokenizer, f"data.source={tmp_path / 'tldr.jsonl'}")
+    assert len(train) + len(held) == 20 and train["demonstration"][0].startswith(" summary")
+
+
+def _data(task, tokenizer, *overrides):
+    cfg = load_config(get_task(task).config_path, ["data.num_train=40", "data.num_eval=8", *overrides]).data
+    return build_datasets(cfg, tokenizer)

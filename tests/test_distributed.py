@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import TINY
+from rcfd_testing import TINY
 
 HELPER = Path(__file__).parent / "helpers" / "two_process_train.py"
 

@@ -3,7 +3,7 @@
 import re
 from pathlib import Path
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "python-api.md"
+DOC = Path(__file__).resolve().parent.parent / "docs" / "reference" / "python-api.md"
 
 
 def test_python_api_example_runs(tmp_path, monkeypatch, capsys):

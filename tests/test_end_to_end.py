@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import TINY
+from rcfd_testing import TINY
 from rcfd.cli import main
 
 SUMMARY_KEYS = {
@@ -144,7 +144,7 @@ def test_skip_nonfinite_counts_samples(tmp_path):
     assert _train(run, "--no-eval", "--steps", "3", "--set", "reward.names=reward_fixtures:nan_after_first",
                   "--set", "objective.name=reward", "--set", "train.skip_nonfinite=true") == 0
     last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
-    assert last["skipped_samples"] == 2
+    assert last["train/skipped_samples"] == 2
 
 
 def _cli(*args, cwd=None):
@@ -207,7 +207,7 @@ def test_tensorboard_tracker_gets_every_step(tmp_path):
         acc.Reload()
         for tag in acc.Tags()["scalars"]:
             scalars[tag] = [e.step for e in acc.Scalars(tag)]
-    assert scalars["reward"] == [1, 2] and scalars["kl"] == [1, 2]
+    assert scalars["train/reward"] == [1, 2] and scalars["train/kl"] == [1, 2]
 
 
 def test_missing_tracker_package_is_a_one_line_error(tmp_path, capsys):

@@ -1,7 +1,6 @@
 """``rcfd eval`` reports the trained policy of a finished or interrupted run and only reads the run;
 a run killed while it loads can be resumed."""
 
-import hashlib
 import json
 import os
 import signal
@@ -13,12 +12,7 @@ import pytest
 
 from rcfd.cli import main
 from rcfd.errors import RcfdError
-
-
-def fingerprint(run) -> dict:
-    """Every file under ``run`` with its SHA-256 (so 'byte-identical' is checked, not assumed)."""
-    return {str(p.relative_to(run)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(run.rglob("*")) if p.is_file()}
+from rcfd_testing import fingerprint
 
 
 def _eval(run, out, *extra):

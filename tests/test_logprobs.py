@@ -3,7 +3,9 @@
 import pytest
 import torch
 
+from rcfd.config import GenerationConfig
 from rcfd.logprobs import _gather_logprobs, encode_pairs, split_lm_head, token_logprobs
+from rcfd.rollout import generate
 
 
 @pytest.fixture(scope="module")
@@ -50,3 +52,18 @@ def test_models_with_transformed_logits_use_their_own_forward(tiny_path):
     model = AutoModelForCausalLM.from_pretrained(tiny_path)
     model.config.final_logit_softcapping = 30.0  # as in Gemma 2: logits are not a plain linear head
     assert split_lm_head(model) is None
+
+
+def test_generation_logprobs_match_forward(tiny_model, tiny_tokenizer):
+    torch.manual_seed(1)
+    prompts = ["The city of Paris", "A much longer prompt about the history of the world"]
+    rollout, texts, logp = generate(tiny_model, tiny_tokenizer, prompts, GenerationConfig(max_new_tokens=12),
+                                    want_logprobs=True)
+    forward = token_logprobs(tiny_model, rollout)
+    assert len(texts) == 2
+    assert torch.allclose(logp, forward, atol=1e-4)
+
+
+def test_encode_pairs_truncates(tiny_tokenizer):
+    r = encode_pairs(tiny_tokenizer, ["a b c"], ["one two three four five six seven"], max_tokens=3)
+    assert r.completion_ids.shape[1] == 3 and r.lengths().tolist() == [3]

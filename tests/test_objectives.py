@@ -3,7 +3,10 @@ import math
 import pytest
 import torch
 
+from rcfd.config import load_config
+from rcfd.errors import RcfdError
 from rcfd.objectives import beta_at, calibrated, kl_penalized, objective_values, rcfd, whiten
+from rcfd.tasks import get_task
 
 
 def test_whiten_hand_computed():
@@ -71,3 +74,19 @@ def test_learning_rate_schedule_by_hand():
     # two warm-up steps (1/3, 2/3), then the decay over the remaining four steps
     assert [lr_factor(s, 6, "linear", 2) for s in range(6)] == pytest.approx([1 / 3, 2 / 3, 1.0, 0.75, 0.5, 0.25])
     assert [lr_factor(s, 4, "constant", 1) for s in range(4)] == [0.5, 1.0, 1.0, 1.0]
+
+
+def test_weighted_objective_is_quality_plus_alpha_times_the_rest():
+    r = torch.tensor([[1.0, -10.0], [2.0, -4.0]])
+    assert torch.allclose(objective_values("weighted", r, alpha=0.1), torch.tensor([0.0, 1.6]))
+    with pytest.raises(RcfdError, match="needs at least two rewards"):
+        load_config(None, ["objective.name=weighted"])
+
+
+def test_the_demos_quality_run_trains_on_quality_alone_and_is_scored_on_every_reward():
+    from rcfd.demo import RUNS
+
+    config = load_config(get_task("wiki-description").config_path, RUNS["quality"])
+    assert config.reward.names == ["similarity", "length"]  # evaluated on the plane of the α sweep
+    r = torch.tensor([[0.9, -24.0], [0.4, -3.0]])
+    assert torch.equal(objective_values(config.objective.name, r, alpha=config.objective.alpha), r[:, 0])

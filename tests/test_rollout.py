@@ -6,7 +6,8 @@ import contextlib
 import pytest
 import torch
 
-from rcfd.rollout import InverseCDFSampler, _onednn_packing_works, merged_lora, packed_linears, sampling_processors
+from rcfd.rollout import (InverseCDFSampler, _onednn_packing_works, completion_mask, merged_lora, packed_linears,
+                          sampling_processors)
 
 
 def test_inverse_cdf_sampler_matches_softmax_frequencies():
@@ -96,3 +97,22 @@ def test_packed_linears_same_logits_and_model_untouched(tiny_path, adapters):
     assert not any("forward" in vars(m) for m in model.modules())
     for n, p in model.named_parameters():
         assert torch.equal(p, before[n]), n
+
+
+def test_completion_mask_stops_after_first_eos():
+    ids = torch.tensor([[5, 2, 7, 2], [5, 6, 7, 8]])
+    assert completion_mask(ids, {2}).tolist() == [[1, 1, 0, 0], [1, 1, 1, 1]]
+
+
+def test_stop_at_newline_ends_completions_at_the_first_line_break(tiny_path, tiny_tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    from rcfd.rollout import completion_mask, eos_token_ids
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_path)
+    newline = tiny_tokenizer("a\nb", add_special_tokens=False)["input_ids"]
+    nl = [i for i in newline if "\n" in tiny_tokenizer.decode([i])]
+    assert nl and set(nl) <= eos_token_ids(model, tiny_tokenizer, stop_at_newline=True)
+    assert not set(nl) & eos_token_ids(model, tiny_tokenizer)
+    ids = torch.tensor([[5, 6, nl[0], 7, 8]])
+    assert completion_mask(ids, eos_token_ids(model, tiny_tokenizer, True)).tolist() == [[1, 1, 1, 0, 0]]

@@ -45,6 +45,14 @@ def __getattr__(name):
         from .html_report import build_report
 
         return build_report
+    if name in ("Components", "build_components", "load_trained"):
+        from . import components
+
+        return getattr(components, name)
+    if name == "RunDir":
+        from .rundir import RunDir
+
+        return RunDir
     if name in ("run_sft", "run_dpo"):
         from . import baselines
 
@@ -55,6 +63,6 @@ def __getattr__(name):
 __all__ = [
     "Config", "load_config", "make_config", "packaged_config", "RCfDReward", "RcfdError", "NonFiniteError",
     "calibrated", "kl_penalized", "objective_values", "rcfd", "weighted", "whiten", "TASKS", "Task", "get_task",
-    "run_sweep", "build_report", "run_sft", "run_dpo",
+    "run_sweep", "build_report", "run_sft", "run_dpo", "Components", "build_components", "load_trained", "RunDir",
     "Trainer", "run_training", "LogLikelihoodReward", "CallableReward", "RewardStack", "build_rewards", "evaluate",
 ]

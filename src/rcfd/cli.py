@@ -10,7 +10,6 @@ from pathlib import Path
 
 from .errors import RcfdError
 
-DEFAULT_CONFIG = Path(__file__).parent / "configs" / "wiki.yaml"
 
 EXAMPLES = """examples:
   rcfd demo --out runs/demo                       # use case 1: beta0 vs kl vs rcfd, evaluated with base
@@ -65,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "samples.jsonl, checkpoints/, final/ and summary.json.",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("--task", help="task preset (see `rcfd tasks`) whose config to train (default: wiki-continuation)")
-    t.add_argument("--config", type=Path, help=f"YAML config (default: the packaged {DEFAULT_CONFIG.name})")
+    t.add_argument("--config", type=Path, help="YAML config (default: the --task preset)")
     t.add_argument("--out", type=Path, help="run directory to create")
     t.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a run from its newest complete checkpoint")
     t.add_argument("--steps", type=int, help="override train.steps")
@@ -136,6 +135,17 @@ def build_parser() -> argparse.ArgumentParser:
     _common(r)
 
     _common(sub.add_parser("tasks", help="list the task presets"))
+
+    g = sub.add_parser("config", help="print a resolved config with every field's documentation",
+                       description="Print the config a `rcfd train` with the same --task/--config/--set would use, "
+                                   "each field with its documentation; --reference prints docs/reference/config.md.")
+    g.add_argument("--task", help="task preset (default: wiki-continuation)")
+    g.add_argument("--config", type=Path, help="YAML config")
+    g.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field (repeatable)")
+    g.add_argument("--show", action="store_true", help="the resolved config, annotated (the default)")
+    g.add_argument("--reference", action="store_true", help="every field, default and meaning, as Markdown")
+    _common(g)
 
     for name, help_, description, what, lr in [
         ("sft", "baseline: supervised fine-tuning on the demonstrations (TRL SFTTrainer)",
@@ -247,6 +257,16 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_config(args) -> int:
+    from .config import annotated_yaml, config_reference, load_config
+
+    if args.reference:
+        print(config_reference())
+        return 0
+    print(annotated_yaml(load_config(_task_config(args), args.overrides)))
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -332,11 +352,35 @@ def cmd_tasks(args) -> int:
     return 0
 
 
+def cli_reference() -> str:
+    """docs/reference/cli.md: `rcfd --help` and every command's --help, at a fixed width."""
+    import os
+
+    saved = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "100"
+    try:
+        parser = build_parser()
+        commands = parser._subparsers._group_actions[0].choices  # argparse keeps them only here
+        parts = ["# CLI reference", "",
+                 "Generated from the argument parser (`python -c 'from rcfd.cli import cli_reference; "
+                 "print(cli_reference())' > docs/reference/cli.md`; a test fails when this file and the code "
+                 "differ).", "",
+                 "## `rcfd`", "", "```", parser.format_help().rstrip(), "```", ""]
+        for name, sub in commands.items():
+            parts += [f"## `rcfd {name}`", "", "```", sub.format_help().rstrip(), "```", ""]
+        return "\n".join(parts)
+    finally:
+        if saved is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = saved
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_libraries()
     handlers = {"train": cmd_train, "eval": cmd_eval, "demo": cmd_demo, "sweep": cmd_sweep, "report": cmd_report,
-                "tasks": cmd_tasks, "reward-model": cmd_reward_model, "sft": cmd_baseline, "dpo": cmd_baseline}
+                "tasks": cmd_tasks, "config": cmd_config, "reward-model": cmd_reward_model, "sft": cmd_baseline, "dpo": cmd_baseline}
     try:
         return handlers[args.command](args)
     except RcfdError as exc:

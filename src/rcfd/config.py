@@ -16,10 +16,7 @@ import yaml
 
 from .errors import RcfdError
 
-OBJECTIVES = ("reward", "kl", "rcfd", "rcfd-mean", "rcfd-batch", "weighted")
-ADVANTAGES = ("whiten", "rloo", "group")
-ADVANTAGE_SCALES = ("none", "batch", "first")
-REWARDS = ("loglik", "length", "sentiment", "vader", "classifier", "similarity", "reward-model")
+from .registry import ADVANTAGE_SCALES, ADVANTAGES, ALL as REGISTRIES, OBJECTIVES, REWARDS, TRACKERS
 
 
 @dataclass
@@ -38,7 +35,7 @@ class ModelConfig:
     """Module names that receive adapters. Default: PEFT's own default for Llama-family models, hence
     most likely the paper's (it names PEFT, rank and alpha, not the modules). With all seven
     projections the demo's runs drifted ~1.5x further from the reference (KL) for the same reward, and
-    RCfD lost 13-15% of the demonstrations' distinct-2 instead of 2-4% (docs/results.md)."""
+    RCfD lost 13-15% of the demonstrations' distinct-2 instead of 2-4% (docs/design.md)."""
 
 
 @dataclass
@@ -372,13 +369,11 @@ def _require(cond: bool, message: str) -> None:
 
 def validate(c: Config) -> None:
     """Range and choice checks, each naming the field and what to write instead."""
-    _require(c.objective.name in OBJECTIVES,
-             f"unknown objective '{c.objective.name}' in objective.name; choose one of {', '.join(OBJECTIVES)}")
+    OBJECTIVES.check(c.objective.name)
     _require(len(c.reward.names) > 0, "reward.names is empty; list at least one reward, e.g. [loglik]")
     for name in c.reward.names:
-        _require(name in REWARDS or ":" in name,
-                 f"unknown reward '{name}' in reward.names; choose from {', '.join(REWARDS)} "
-                 f"or a Python callable written module:function")
+        if ":" not in name:
+            REWARDS.check(name)
     _require(c.objective.name != "weighted" or len(c.reward.names) >= 2,
              "objective.name=weighted needs at least two rewards in reward.names, e.g. [loglik, length]")
     _require(c.objective.beta >= 0, f"objective.beta must be >= 0, got {c.objective.beta}")
@@ -398,10 +393,8 @@ def validate(c: Config) -> None:
     _require((t.batch_size // t.num_minibatches) % k == 0,
              f"train.num_generations ({k}) must divide the minibatch (train.batch_size {t.batch_size} / "
              f"train.num_minibatches {t.num_minibatches}) so minibatches hold whole groups; change one of them")
-    _require(t.advantage in ADVANTAGES,
-             f"unknown estimator '{t.advantage}' in train.advantage; choose one of {', '.join(ADVANTAGES)}")
-    _require(t.advantage_scale in ADVANTAGE_SCALES,
-             f"unknown scale '{t.advantage_scale}' in train.advantage_scale; choose one of {', '.join(ADVANTAGE_SCALES)}")
+    ADVANTAGES.check(t.advantage)
+    ADVANTAGE_SCALES.check(t.advantage_scale)
     _require(t.advantage == "rloo" or t.advantage_scale == "none",
              f"train.advantage_scale={t.advantage_scale} applies to train.advantage=rloo only; set train.advantage=rloo "
              f"or train.advantage_scale=none")
@@ -427,8 +420,7 @@ def validate(c: Config) -> None:
     _require(c.train.keep_checkpoints >= 1, f"train.keep_checkpoints must be >= 1, got {c.train.keep_checkpoints}")
     _require(c.train.sample_every >= 0, f"train.sample_every must be >= 0, got {c.train.sample_every}")
     for name in c.train.report_to:
-        _require(name in ("tensorboard", "wandb"),
-                 f"unknown tracker '{name}' in train.report_to; choose from tensorboard, wandb")
+        TRACKERS.check(name)
     _require(c.train.threads >= 0, f"train.threads must be >= 0, got {c.train.threads}")
     _require(c.generation.max_new_tokens >= 1, f"generation.max_new_tokens must be >= 1, got {c.generation.max_new_tokens}")
     _require(c.generation.temperature > 0, f"generation.temperature must be > 0, got {c.generation.temperature}")
@@ -451,3 +443,72 @@ def validate(c: Config) -> None:
     for key in ("long_tokens", "long_prompts", "batch_size", "samples_per_prompt"):
         value = getattr(c.eval, key)
         _require(value >= 1, f"eval.{key} must be >= 1, got {value}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Documentation generated from the dataclasses (docs/reference/config.md, `rcfd config --show`)
+
+
+def field_docs(cls) -> dict[str, str]:
+    """{field name: its docstring} — the string literal written under each field in the class body."""
+    import ast
+    import inspect
+    import textwrap
+
+    body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
+    docs = {}
+    for node, after in zip(body, body[1:]):
+        if (isinstance(node, ast.AnnAssign) and isinstance(after, ast.Expr)
+                and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)):
+            docs[node.target.id] = " ".join(after.value.value.split())
+    return docs
+
+
+def sections() -> list[tuple[str, type]]:
+    """(section name, dataclass) in the order of a config file."""
+    return [(f.name, f.default_factory) for f in dataclasses.fields(Config)]
+
+
+def _yaml_value(value) -> str:
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("\n...").strip()
+
+
+def config_reference() -> str:
+    """docs/reference/config.md: every field with its default and documentation."""
+    lines = ["# Config reference", "",
+             "Generated from the dataclasses in `src/rcfd/config.py` by `rcfd config --reference` "
+             "(a test fails when this file and the code differ). Set any field in a YAML file or with "
+             "`--set section.field=value`; `rcfd config --show` prints a resolved config with these notes.", ""]
+    for name, cls in sections():
+        lines += [f"## `{name}`", ""]
+        doc = " ".join((cls.__doc__ or "").split())
+        if doc and not doc.startswith(f"{cls.__name__}("):
+            lines += [doc, ""]
+        lines += ["| field | default | meaning |", "|---|---|---|"]
+        docs = field_docs(cls)
+        defaults = cls()
+        for f in dataclasses.fields(cls):
+            meaning = docs.get(f.name, "").replace("|", "\\|")
+            lines.append(f"| `{name}.{f.name}` | `{_yaml_value(getattr(defaults, f.name))}` | {meaning} |")
+        lines.append("")
+    lines += ["## Choices", "", "The names these fields accept (`src/rcfd/registry.py`).", ""]
+    for registry in REGISTRIES:
+        lines += [registry.markdown(), ""]
+    return "\n".join(lines)
+
+
+def annotated_yaml(config: Config) -> str:
+    """A resolved config as YAML with each field's documentation as a comment above it."""
+    import textwrap
+
+    data = config.to_dict()
+    out = []
+    for name, cls in sections():
+        out.append(f"{name}:")
+        docs = field_docs(cls)
+        for key, value in data[name].items():
+            for line in textwrap.wrap(docs.get(key, ""), 96):
+                out.append(f"  # {line}")
+            out.append(f"  {key}: {_yaml_value(value)}")
+        out.append("")
+    return "\n".join(out)

@@ -96,15 +96,22 @@ def advantages_from(objective: torch.Tensor, estimator: str, k: int = 1, scale: 
     """Advantages [B] of ``train.advantage`` = ``whiten`` | ``rloo`` | ``group`` | ``given`` (the objective
     is already an advantage, as :func:`rcfd_mean_advantages` is), with ``rloo``/``given`` scaled by
     ``scale``. Returns (A, the frozen first-step std for ``scale='first'``)."""
-    if estimator == "whiten":
-        return whiten(objective), first_std
-    if estimator == "group":
-        return group_normalized(objective, k), first_std
-    if estimator == "rloo":
-        return scale_advantages(rloo(objective, k), scale, first_std, std_fn=std_fn)
-    if estimator == "given":
-        return scale_advantages(objective, scale, first_std, std_fn=std_fn)
-    raise ValueError(f"unknown advantage estimator {estimator!r}")
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"unknown advantage estimator {estimator!r}")
+    advantages = ESTIMATORS[estimator](objective, k)
+    if estimator in ("rloo", "given"):
+        return scale_advantages(advantages, scale, first_std, std_fn=std_fn)
+    return advantages, first_std
+
+
+# Keyed by rcfd.registry.ADVANTAGES (plus "given": the objective is already an advantage).
+ESTIMATORS = {
+    "whiten": lambda obj, k: whiten(obj),
+    "rloo": rloo,
+    "group": group_normalized,
+    "given": lambda obj, k: obj,
+}
+SCALES = ("none", "batch", "first")  # rcfd.registry.ADVANTAGE_SCALES; see scale_advantages
 
 
 def beta_at(step: int, total_steps: int, beta: float, beta_end: float | None) -> float:
@@ -193,20 +200,24 @@ def weighted(rewards: torch.Tensor, alpha: float) -> torch.Tensor:
     return rewards[:, 0] + alpha * rewards[:, 1:].sum(-1)
 
 
+# Keyed by rcfd.registry.OBJECTIVES: (R, keyword arguments of objective_values) -> [B].
+OBJECTIVE_FUNCTIONS = {
+    "reward": lambda R, **kw: R.sum(-1),
+    "kl": lambda R, logratio, beta, **kw: kl_penalized(R, logratio, beta),
+    "rcfd": lambda R, demo_rewards, **kw: rcfd(R, demo_rewards),
+    "rcfd-mean": lambda R, demo_rewards, k, **kw: rcfd_mean_advantages(R, demo_rewards, k),
+    "rcfd-batch": lambda R, demo_rewards, k, gap_sum, num_prompts, **kw:
+        rcfd_batch_advantages(R, demo_rewards, k, gap_sum, num_prompts),
+    "weighted": lambda R, alpha, **kw: weighted(R, alpha),
+}
+ADVANTAGE_OBJECTIVES = ("rcfd-mean", "rcfd-batch")  # their value is already an advantage (estimator "given")
+
+
 def objective_values(name: str, rewards, *, demo_rewards=None, logratio=None, beta: float = 0.0,
                      alpha: float = 1.0, k: int = 1, gap_sum=None, num_prompts=None):
     """One value per sequence [B] that the policy maximizes (for ``rcfd-mean``/``rcfd-batch``: its
     advantage; ``gap_sum``/``num_prompts`` are rcfd-batch's batch-wide totals)."""
-    if name == "reward":
-        return rewards.sum(-1)
-    if name == "kl":
-        return kl_penalized(rewards, logratio, beta)
-    if name == "rcfd":
-        return rcfd(rewards, demo_rewards)
-    if name == "rcfd-mean":
-        return rcfd_mean_advantages(rewards, demo_rewards, k)
-    if name == "rcfd-batch":
-        return rcfd_batch_advantages(rewards, demo_rewards, k, gap_sum, num_prompts)
-    if name == "weighted":
-        return weighted(rewards, alpha)
-    raise ValueError(f"unknown objective {name!r}")
+    if name not in OBJECTIVE_FUNCTIONS:
+        raise ValueError(f"unknown objective {name!r}")
+    return OBJECTIVE_FUNCTIONS[name](rewards, demo_rewards=demo_rewards, logratio=logratio, beta=beta, alpha=alpha,
+                                     k=k, gap_sum=gap_sum, num_prompts=num_prompts)

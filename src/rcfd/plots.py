@@ -17,6 +17,8 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from . import metric_names as N  # noqa: E402
+
 DEMO_COLOR, BASE_COLOR, RCFD_COLOR = "black", "0.55", "tab:red"
 FAMILY_MAPS = {"beta": plt.cm.Blues, "alpha": plt.cm.Greens}
 
@@ -144,8 +146,8 @@ def reward_plane(runs, demo, colors):
     return _finish(fig, ax, title)
 
 
-CURVES = [("reward", "batch reward (first reward)"), ("kl", "KL to reference (nats/seq)"),
-          ("completions/mean_length", "completion length (tokens)"), ("distinct_2", "distinct-2 (batch)")]
+CURVES = [(N.REWARD, "batch reward (first reward)"), (N.KL, "KL to reference (nats/seq)"),
+          (N.MEAN_LENGTH, "completion length (tokens)"), (N.DISTINCT_2, "distinct-2 (batch)")]
 
 
 def training_curves(runs, demo, colors):
@@ -156,9 +158,9 @@ def training_curves(runs, demo, colors):
             if history:
                 ax.plot([h["step"] for h in history], [h.get(key, np.nan) for h in history], color=colors[r.name],
                         lw=1.6, marker="o", ms=2.5, label=r.name)
-        if key == "reward":
+        if key == N.REWARD:
             ax.axhline(demo.reward_means[0], color=DEMO_COLOR, ls="--", lw=1.2, label="demonstrations")
-        if key == "completions/mean_length" and demo.mean_length:
+        if key == N.MEAN_LENGTH and demo.mean_length:
             ax.axhline(demo.mean_length, color=DEMO_COLOR, ls="--", lw=1.2, label="demonstrations")
         ax.set_xlabel("training step")
         ax.set_ylabel(label)

@@ -13,6 +13,8 @@ from pathlib import Path
 import yaml
 
 from .errors import RcfdError
+from .metric_names import upgrade_record
+from .rundir import RunDir
 from .sweep import step_seconds
 
 
@@ -28,10 +30,9 @@ class RunResult:
 
     def history(self) -> list[dict]:
         """metrics.jsonl, one record per training step ([] for the base model)."""
-        path = self.run_dir / "metrics.jsonl" if self.run_dir else None
-        if path is None or not path.exists():
+        if self.run_dir is None:
             return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return [upgrade_record(r) for r in RunDir(self.run_dir).read_metrics()]
 
 
 @dataclass

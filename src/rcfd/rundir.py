@@ -121,7 +121,7 @@ class RunDir:
         return self.read_jsonl(METRICS)
 
     def step_seconds(self) -> float:
-        """Summed seconds of the training steps (every session of a resumed run)."""
+        """Summed seconds of the training steps (every invocation of a resumed run)."""
         return sum(r["step_s"] for r in self.read_jsonl(TIMINGS))
 
     def read_summary(self) -> dict | None:

@@ -64,7 +64,7 @@ def plan_runs(grids: list[str], with_rcfd: bool) -> list[tuple[str, list[str]]]:
 
 
 def step_seconds(run_dir: Path) -> float:
-    """Summed seconds of the training steps in timings.jsonl (every session of a resumed run)."""
+    """Summed seconds of the training steps in timings.jsonl (every invocation of a resumed run)."""
     path = run_dir / "timings.jsonl"
     if not path.exists():
         return 0.0

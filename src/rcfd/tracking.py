@@ -10,8 +10,8 @@ import importlib.util
 from pathlib import Path
 
 from .errors import RcfdError
+from .registry import TRACKERS
 
-TRACKERS = ("tensorboard", "wandb")
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:
@@ -26,25 +26,32 @@ def _flat(tree: dict, prefix: str = "") -> dict:
     return out
 
 
+def _tensorboard(run_name: str, out_dir: Path):
+    if not (importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX")):
+        raise RcfdError("train.report_to lists 'tensorboard' but it is not installed; "
+                        "run `pip install 'rcfd[tracking]'` or remove it from train.report_to")
+    from accelerate.tracking import TensorBoardTracker
+
+    return TensorBoardTracker(run_name, Path(out_dir) / "tensorboard")
+
+
+def _wandb(run_name: str, out_dir: Path):
+    if not importlib.util.find_spec("wandb"):
+        raise RcfdError("train.report_to lists 'wandb' but it is not installed; "
+                        "run `pip install wandb` (and `wandb login`) or remove it from train.report_to")
+    from accelerate.tracking import WandBTracker
+
+    return WandBTracker(run_name, project="rcfd", dir=str(out_dir))
+
+
+BUILDERS = {"tensorboard": _tensorboard, "wandb": _wandb}  # keyed by rcfd.registry.TRACKERS
+
+
 def build_trackers(names, out_dir: Path, run_name: str, config: dict) -> list:
     trackers = []
     for name in names:
-        if name == "tensorboard":
-            if not (importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX")):
-                raise RcfdError("train.report_to lists 'tensorboard' but it is not installed; "
-                                "run `pip install 'rcfd[tracking]'` or remove it from train.report_to")
-            from accelerate.tracking import TensorBoardTracker
-
-            tracker = TensorBoardTracker(run_name, Path(out_dir) / "tensorboard")
-        elif name == "wandb":
-            if not importlib.util.find_spec("wandb"):
-                raise RcfdError("train.report_to lists 'wandb' but it is not installed; "
-                                "run `pip install wandb` (and `wandb login`) or remove it from train.report_to")
-            from accelerate.tracking import WandBTracker
-
-            tracker = WandBTracker(run_name, project="rcfd", dir=str(out_dir))
-        else:
-            raise RcfdError(f"unknown tracker '{name}' in train.report_to; choose from {', '.join(TRACKERS)}")
+        TRACKERS.check(name)
+        tracker = BUILDERS[name](run_name, out_dir)
         tracker.start()
         tracker.store_init_configuration(_flat(config))
         trackers.append(tracker)

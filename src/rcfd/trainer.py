@@ -26,6 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
+from . import metric_names as N
 from . import metrics as M
 from .config import Config
 from .components import Components, build_components
@@ -35,7 +36,7 @@ from .evaluate import evaluate, evaluate_components
 from .files import append_jsonl, save_torch
 from .logprobs import reference_logprobs, token_logprobs
 from .models import describe
-from .objectives import advantages_from, beta_at, objective_values, ppo_clip_loss, prompt_gaps
+from .objectives import ADVANTAGE_OBJECTIVES, advantages_from, beta_at, objective_values, ppo_clip_loss, prompt_gaps
 from .rewards.base import check_finite
 from .rewards.demo_cache import demo_rewards
 from .rundir import DEMO_REWARDS, METRICS, SAMPLES, RunDir
@@ -86,9 +87,6 @@ def build_optimizer(params, train) -> torch.optim.Optimizer:
                                weight_decay=train.weight_decay)
     opt_cls = torch.optim.AdamW if train.optimizer == "adamw" else torch.optim.Adam
     return opt_cls(params, lr=train.learning_rate, weight_decay=train.weight_decay, fused=True)
-
-
-ADVANTAGE_OBJECTIVES = ("rcfd-mean", "rcfd-batch")  # their objective value is already an advantage
 
 
 def prepare_out_dir(out: Path, resume: bool) -> Path:
@@ -301,16 +299,16 @@ class Trainer:
         lengths = P.gather(rollout.lengths().float())
         tokens = P.gather_objects([r[m.bool()].tolist() for r, m in zip(rollout.completion_ids, rollout.completion_mask)])
         record = {
-            "step": self.step_idx + 1,
-            "objective": float(all_objective.mean()),
-            "reward": float(all_rewards[:, 0].mean()),
-            "reward_std": float(all_rewards[:, 0].std(unbiased=False)),
-            "kl": float(all_logratio.mean()),
-            "beta": beta,
-            "learning_rate": self.optimizer.param_groups[0]["lr"],
-            "completions/mean_length": float(lengths.mean()),
-            "distinct_2": M.distinct_n(tokens, 2),
-            "skipped_samples": self.skipped,
+            N.STEP: self.step_idx + 1,
+            N.OBJECTIVE: float(all_objective.mean()),
+            N.REWARD: float(all_rewards[:, 0].mean()),
+            N.REWARD_STD: float(all_rewards[:, 0].std(unbiased=False)),
+            N.KL: float(all_logratio.mean()),
+            N.BETA: beta,
+            N.LEARNING_RATE: self.optimizer.param_groups[0]["lr"],
+            N.MEAN_LENGTH: float(lengths.mean()),
+            N.DISTINCT_2: M.distinct_n(tokens, 2),
+            N.SKIPPED: self.skipped,
             **stats,
         }
         timing = {"step": self.step_idx + 1, "generation_s": t_gen - t0, "step_s": t_end - t0}
@@ -374,10 +372,10 @@ class Trainer:
                 self.optimizer.step()
                 losses.append(total)
                 grad_norms.append(float(norm))
-        stats = {"loss": float(np.mean(losses)), "clip_ratio": float(np.mean(clipped)),
-                 "grad_norm": float(np.mean(grad_norms))}
+        stats = {N.LOSS: float(np.mean(losses)), N.CLIP_RATIO: float(np.mean(clipped)),
+                 N.GRAD_NORM: float(np.mean(grad_norms))}
         if self.procs.world > 1:  # grad_norm is already global (gradients were averaged)
-            for key in ("loss", "clip_ratio"):
+            for key in (N.LOSS, N.CLIP_RATIO):
                 stats[key] = float(self.procs.sum(torch.tensor([stats[key]], dtype=torch.float64))[0]) / self.procs.world
         return stats
 
@@ -400,8 +398,8 @@ class Trainer:
                         self.procs.wait()
                     if self.procs.is_main:
                         self._log(record, prompts, texts, rewards)
-                        bar.set_postfix(reward=f"{record['reward']:.3f}", kl=f"{record['kl']:.2f}",
-                                        len=f"{record['completions/mean_length']:.0f}")
+                        bar.set_postfix(reward=f"{record[N.REWARD]:.3f}", kl=f"{record[N.KL]:.2f}",
+                                        len=f"{record[N.MEAN_LENGTH]:.0f}")
                         bar.update()
                     if c.train.save_every and self.step_idx % c.train.save_every == 0 and self.step_idx < end:
                         self.save()
@@ -436,10 +434,10 @@ class Trainer:
         with torch.random.fork_rng():
             m = evaluate(self.policy, self.reference, self.tokenizer, subset, self.rewards, self.demo_eval, c,
                          seed=c.train.seed, progress=False, samples_per_prompt=1, curves=False)
-        return {"eval/reward_z": M.demo_z(m["reward_mean"], m["demo_reward_mean"], m["demo_reward_std"]),
-                "eval/alignment": m["alignment"],
-                "eval/distinct_2_rel": M.relative(m["distinct_2"], m["demo_distinct_2"]),
-                "eval/naturalness": m["naturalness"], "eval/kl_to_ref": m["kl_to_ref"]}
+        return {N.EVAL_REWARD_Z: M.demo_z(m["reward_mean"], m["demo_reward_mean"], m["demo_reward_std"]),
+                N.EVAL_ALIGNMENT: m["alignment"],
+                N.EVAL_DISTINCT_2_REL: M.relative(m["distinct_2"], m["demo_distinct_2"]),
+                N.EVAL_NATURALNESS: m["naturalness"], N.EVAL_KL: m["kl_to_ref"]}
 
     def export(self) -> Path:
         """Save the final adapter (LoRA) or model with ``save_pretrained`` into ``OUT/final``."""

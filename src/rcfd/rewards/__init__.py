@@ -7,7 +7,6 @@ Several rewards are stacked into R of shape [B, K] by :class:`RewardStack`.
 
 from __future__ import annotations
 
-from ..errors import RcfdError
 from .base import Reward, RewardStack
 from .callable import CallableReward
 from .length import LengthReward
@@ -16,42 +15,63 @@ from .loglik import LogLikelihoodReward
 __all__ = ["Reward", "RewardStack", "LogLikelihoodReward", "LengthReward", "CallableReward", "build_rewards"]
 
 
+def _sentiment(ctx):
+    from .sentiment import SentimentReward
+
+    return SentimentReward(ctx.cfg.sentiment_model, progress=ctx.progress)
+
+
+def _vader(ctx):
+    from .sentiment import VaderReward
+
+    return VaderReward()
+
+
+def _classifier(ctx):
+    from .sentiment import ClassifierReward
+
+    return ClassifierReward(ctx.cfg.classifier_model, ctx.cfg.classifier_label)
+
+
+def _similarity(ctx):
+    from .quality import SimilarityReward
+
+    return SimilarityReward(ctx.cfg.embedding_model)
+
+
+def _reward_model(ctx):
+    from .quality import RewardModelReward
+
+    return RewardModelReward(ctx.cfg.reward_model)
+
+
+# Keyed by rcfd.registry.REWARDS; the scorers with heavy dependencies import on use.
+BUILDERS = {
+    "loglik": lambda ctx: LogLikelihoodReward(ctx.policy, ctx.reference, ctx.tokenizer, ctx.model_id),
+    "length": lambda ctx: LengthReward(ctx.tokenizer),
+    "sentiment": _sentiment,
+    "vader": _vader,
+    "classifier": _classifier,
+    "similarity": _similarity,
+    "reward-model": _reward_model,
+}
+
+
 def build_rewards(names, *, policy, reference, tokenizer, model_id: str, config=None,
                   progress: bool = True) -> RewardStack:
     """The rewards listed in ``names``; ``config`` (a RewardConfig) carries the scorers' settings."""
-    from ..config import RewardConfig
+    from types import SimpleNamespace
 
-    cfg = config or RewardConfig(names=list(names))
+    from ..config import RewardConfig
+    from ..registry import REWARDS
+
+    ctx = SimpleNamespace(cfg=config or RewardConfig(names=list(names)), policy=policy, reference=reference,
+                          tokenizer=tokenizer, model_id=model_id, progress=progress)
     rewards = []
     for name in names:
-        if name == "loglik":
-            rewards.append(LogLikelihoodReward(policy, reference, tokenizer, model_id))
-        elif name == "length":
-            rewards.append(LengthReward(tokenizer))
-        elif name == "sentiment":
-            from .sentiment import SentimentReward
-
-            rewards.append(SentimentReward(cfg.sentiment_model, progress=progress))
-        elif name == "vader":
-            from .sentiment import VaderReward
-
-            rewards.append(VaderReward())
-        elif name == "classifier":
-            from .sentiment import ClassifierReward
-
-            rewards.append(ClassifierReward(cfg.classifier_model, cfg.classifier_label))
-        elif name == "similarity":
-            from .quality import SimilarityReward
-
-            rewards.append(SimilarityReward(cfg.embedding_model))
-        elif name == "reward-model":
-            from .quality import RewardModelReward
-
-            rewards.append(RewardModelReward(cfg.reward_model))
-        elif ":" in name:
+        if ":" in name:
             rewards.append(CallableReward.from_spec(name))
         else:
-            from ..config import REWARDS
-
-            raise RcfdError(f"unknown reward '{name}'; choose one of {', '.join(REWARDS)} or a callable module:function")
+            REWARDS.check(name)
+            rewards.append(BUILDERS[name](ctx))
     return RewardStack(rewards)

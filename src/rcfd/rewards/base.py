@@ -28,10 +28,6 @@ class RewardStack:
         self.rewards = list(rewards)
         self.names = [r.name for r in self.rewards]
 
-    @property
-    def needs_ref_logprobs(self) -> bool:
-        return any(getattr(r, "needs_ref_logprobs", False) for r in self.rewards)
-
     def identity(self) -> str:
         return "|".join(r.identity() for r in self.rewards)
 

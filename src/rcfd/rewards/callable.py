@@ -13,7 +13,6 @@ from ..errors import RcfdError
 
 
 class CallableReward:
-    needs_ref_logprobs = False
 
     def __init__(self, fn, name: str):
         self.fn = fn

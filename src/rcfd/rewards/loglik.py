@@ -13,7 +13,6 @@ from ..logprobs import encode_pairs, reference_logprobs
 
 class LogLikelihoodReward:
     name = "loglik"
-    needs_ref_logprobs = True
 
     def __init__(self, policy, reference, tokenizer, model_id: str, micro_batch_size: int = 16):
         self.policy = policy

@@ -1,15 +1,16 @@
-"""How much of the log-likelihood reward's variance comes from the prompt (docs/results.md, session 4).
+"""How much of the log-likelihood reward's variance comes from the prompt (between-prompt variance is what a per-prompt baseline removes).
 
 Samples K completions per prompt from the base model of the demo config and splits the variance of
 the reward (average log-likelihood under the reference) into between-prompt and within-prompt parts.
-Run: HF_HUB_OFFLINE=1 .venv/bin/python scripts/reward_variance.py [--prompts 16] [--per-prompt 4]
+Run: HF_HUB_OFFLINE=1 .venv/bin/python experiments/reward_variance.py [--prompts 16] [--per-prompt 4]
 """
 
 import argparse
 
 import torch
 
-from rcfd.config import load_config, packaged_config
+from rcfd.config import load_config
+from rcfd.tasks import get_task
 from rcfd.data import build_datasets
 from rcfd.logprobs import reference_logprobs
 from rcfd.models import load_policy
@@ -21,9 +22,10 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--per-prompt", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--task", default="wiki-continuation", help="task preset (see `rcfd tasks`)")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
-    cfg = load_config(packaged_config("wiki"))
+    cfg = load_config(get_task(args.task).config_path)
     policy, tokenizer, reference = load_policy(cfg.model)
     train, _ = build_datasets(cfg.data, tokenizer)
     prompts = [train[i]["prompt"] for i in range(args.prompts) for _ in range(args.per_prompt)]

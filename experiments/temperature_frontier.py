@@ -1,10 +1,10 @@
-"""Reward and KL of the base model sampled at lower temperatures (docs/results.md, session 6).
+"""Reward and KL of the base model sampled at lower temperatures (the cheapest way to raise the log-likelihood reward, against what RL runs spend).
 
 Sharpening the reference is the cheapest way to raise the log-likelihood reward: at temperature T the
 policy π_T ∝ π_0^(1/T) gains reward for little KL(π_T ‖ π_0). This prints, on the demo's held-out
 prompts, the reward (average log-likelihood under π_0), its z-score against the demonstrations and the
 exact per-token KL summed over each completion, to set against what RL runs spend.
-Run: HF_HUB_OFFLINE=1 .venv/bin/python scripts/temperature_frontier.py [--temperatures 1,0.85,0.75]
+Run: HF_HUB_OFFLINE=1 .venv/bin/python experiments/temperature_frontier.py [--temperatures 1,0.85,0.75]
 """
 
 import argparse
@@ -13,7 +13,8 @@ import types
 import torch
 
 from rcfd import metrics
-from rcfd.config import load_config, packaged_config
+from rcfd.config import load_config
+from rcfd.tasks import get_task
 from rcfd.data import build_datasets
 from rcfd.logprobs import encode_pairs, reference_logprobs
 from rcfd.models import load_policy
@@ -39,8 +40,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--temperatures", default="1,0.85,0.75,0.65,0.55")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--task", default="wiki-continuation", help="task preset (see `rcfd tasks`)")
     args = parser.parse_args()
-    cfg = load_config(packaged_config("wiki"))
+    cfg = load_config(get_task(args.task).config_path)
     policy, tokenizer, reference = load_policy(cfg.model)
     _, eval_ds = build_datasets(cfg.data, tokenizer)
     prompts = list(eval_ds["prompt"])
