@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rcfd.objectives import (advantages_from, group_normalized, leave_one_out_mean, objective_values,
-                             ppo_clip_loss, rcfd_mean_advantages, rloo, scale_advantages)
+                             ppo_clip_loss, rcfd_batch_advantages, rcfd_mean_advantages, rloo, scale_advantages)
 from rcfd.rollout import group_rows
 from rcfd.trainer import step_rows, whole_groups
 
@@ -83,6 +83,39 @@ def test_rcfd_mean_with_several_rewards_scales_each_term():
     r2[:, 1] *= 100
     demo2[:, 1] *= 100
     assert torch.allclose(rcfd_mean_advantages(r2, demo2, 2), one, atol=1e-5)  # a reward's units do not matter
+
+
+def test_rcfd_batch_advantage_by_hand():
+    r = torch.tensor([[1.0], [3.0], [0.0], [4.0], [5.0], [5.0]])  # three prompts, k = 2
+    demo = torch.tensor([[1.0]] * 2 + [[1.0]] * 2 + [[8.0]] * 2)
+    # prompt gaps g = mean − R_d: 2 − 1 = 1, 2 − 1 = 1, 5 − 8 = −3; the other prompts' mean gap:
+    # prompt 0: (1 − 3)/2 = −1, prompt 1: −1, prompt 2: (1 + 1)/2 = 1. A = −ḡ_{−x}(R_i − R̄_{−i})
+    expected = torch.tensor([1 * (1 - 3), 1 * (3 - 1), 1 * (0 - 4), 1 * (4 - 0), -1 * 0.0, -1 * 0.0])
+    assert torch.allclose(rcfd_batch_advantages(r, demo, 2), expected)
+    assert torch.allclose(objective_values("rcfd-batch", r, demo_rewards=demo, k=2), expected)
+    # totals from every process: a fourth prompt elsewhere with gap 7 moves every factor
+    four = rcfd_batch_advantages(r, demo, 2, gap_sum=torch.tensor([1.0 + 1 - 3 + 7]), num_prompts=4)
+    assert torch.allclose(four[:2], -((1 - 3 + 7) / 3) * torch.tensor([-2.0, 2.0]))
+    with pytest.raises(ValueError, match="at least 2 prompts"):
+        rcfd_batch_advantages(r[:2], demo[:2], 2)
+
+
+def test_rcfd_batch_advantage_is_unbiased_for_the_batch_gap():
+    """Each prompt's policy is a two-outcome one with its own p. With these fixed prompts
+    E[A_i ∇log π] = −ḡ_{−x} ∇μ_x, ḡ_{−x} the other prompts' mean gap μ_z − R_d(z); with prompts drawn
+    independently from the data its expectation is the population gap (the objective's gradient)."""
+    torch.manual_seed(0)
+    ps, demos, k, n = torch.tensor([0.2, 0.5, 0.7, 0.4]), torch.tensor([0.9, 0.1, 0.6, 0.3]), 3, 100_000
+    draws = (torch.rand(n, len(ps), k) < ps[None, :, None]).float()  # [steps, prompts, k]
+    rewards = draws.reshape(n, -1)
+    demo = demos.repeat_interleave(k)[None].expand(n, -1)
+    adv = torch.stack([rcfd_batch_advantages(rewards[i, :, None], demo[i, :, None], k) for i in range(0, n, 50)])
+    score = draws.reshape(n, -1)[::50] - ps.repeat_interleave(k)  # ∂log π/∂θ_x = y − p_x
+    estimate = (adv * score).mean(0).reshape(len(ps), k).mean(1)
+    gaps = ps - demos
+    others = (gaps.sum() - gaps) / (len(ps) - 1)
+    expected = -others * ps * (1 - ps)  # ∂μ_x/∂θ_x = p(1 − p)
+    assert torch.allclose(estimate, expected, atol=0.004)
 
 
 def test_ppo_clip_loss_by_hand():

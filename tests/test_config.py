@@ -41,6 +41,9 @@ def test_overrides_are_typed():
         ({}, ["objective.name=rcfd-mean"], "objective.name=rcfd-mean needs train.num_generations >= 2"),
         ({}, ["objective.name=rcfd-mean", "train.num_generations=2", "train.advantage=group"],
          "set train.advantage=rloo"),
+        ({}, ["objective.name=rcfd-batch"], "objective.name=rcfd-batch needs train.num_generations >= 2"),
+        ({}, ["train.optimizer=lion"], "train.optimizer must be 'adam', 'adamw' or 'sgd'"),
+        ({}, ["train.optimizer=sgd", "train.momentum=1.0"], "train.momentum must be in [0, 1)"),
         ({}, ["eval.samples_per_prompt=0"], "eval.samples_per_prompt must be >= 1"),
     ],
 )

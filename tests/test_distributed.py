@@ -51,3 +51,4 @@ def test_two_processes_deal_out_whole_groups(tmp_path):
         assert all(rows[i] == rows[i + 1] for i in range(0, len(rows), 2))  # each group's rows side by side
     assert not set(mine[0]) & set(mine[1])  # no group straddles two processes
     assert "rewards/loglik/demo_mean" in found["record"]
+    assert found["batch_advantage_gap"] < 1e-5  # rcfd-batch's gap totals span both processes

@@ -77,6 +77,26 @@ def test_resume_with_a_frozen_first_step_scale_continues_exactly(tmp_path, tiny_
     assert (straight / "metrics.jsonl").read_text() == (split / "metrics.jsonl").read_text()
 
 
+BATCH_SGD = ("train.num_generations=4", "objective.name=rcfd-batch", "train.advantage=rloo", "train.optimizer=sgd",
+             "train.momentum=0.9", "train.learning_rate=0.1")
+
+
+def test_rcfd_batch_with_sgd_momentum_resumes_exactly(tmp_path, tiny_config):
+    """The SGD momentum buffers live in the checkpoint like Adam's moments: 2 + 2 steps = 4 steps."""
+    from rcfd.trainer import Trainer
+
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert _train(straight, "--no-eval", "--steps", "4", *[x for o in BATCH_SGD for x in ("--set", o)]) == 0
+    trainer = Trainer(tiny_config("train.steps=4", *BATCH_SGD), split, progress=False)
+    trainer.train(steps=2)
+    assert isinstance(trainer.optimizer, torch.optim.SGD)
+    del trainer
+    assert _train(split, "--no-eval", "--resume", str(split)) == 0
+    rows = [json.loads(line) for line in (straight / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and rows[-1]["train/grad_norm"] > 0
+    assert (straight / "metrics.jsonl").read_text() == (split / "metrics.jsonl").read_text()
+
+
 def test_eval_every_logs_calibration_without_changing_training(tmp_path):
     plain, watched = tmp_path / "plain", tmp_path / "watched"
     assert _train(plain, "--no-eval") == 0

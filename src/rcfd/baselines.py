@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from .errors import RcfdError
-from .files import write_json
+from .rundir import RunDir
 
 
 def _trl():
@@ -61,7 +61,7 @@ def _finish(trainer, trl_trainer, out_dir, name: str, t0: float, extra: dict) ->
     summary = {"objective": name, "steps": trl_trainer.state.global_step,
                "train_seconds": time.perf_counter() - t0, **extra, **trainer.evaluate()}
     summary["wall_seconds"] = time.perf_counter() - t0
-    write_json(out_dir / "summary.json", summary)
+    RunDir(out_dir).write_summary(summary)
     return summary
 
 

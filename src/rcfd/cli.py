@@ -205,17 +205,13 @@ def _overrides(args) -> list[str]:
 
 
 def cmd_train(args) -> int:
-    import yaml
-
-    from .config import load_config, make_config
+    from .config import load_config
+    from .rundir import RunDir
     from .trainer import run_training
 
     if args.resume is not None:
         run = args.resume
-        saved = run / "config.yaml"
-        if not saved.exists():
-            raise RcfdError(f"'{run}' has no config.yaml; --resume needs a run directory written by `rcfd train`")
-        config = make_config(yaml.safe_load(saved.read_text()), _overrides(args))
+        config = RunDir(run).read_config(_overrides(args))
         out, resume = run, True
     else:
         if args.out is None:

@@ -10,8 +10,6 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from .errors import RcfdError
 from .metric_names import upgrade_record
 from .rundir import RunDir
@@ -72,8 +70,7 @@ def _reward_names(metrics: dict, config: dict | None) -> list[str]:
 
 
 def _config_of(run_dir: Path) -> dict | None:
-    path = run_dir / "config.yaml"
-    return yaml.safe_load(path.read_text()) if path.exists() else None
+    return RunDir(run_dir).read_config_dict()
 
 
 def _make(name, metrics, run_dir, config, compute=None) -> RunResult:

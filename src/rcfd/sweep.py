@@ -17,7 +17,8 @@ from pathlib import Path
 
 from .config import load_config
 from .errors import RcfdError
-from .files import write_json, write_text
+from .files import write_json
+from .rundir import RunDir
 
 SHORTHANDS = {
     # grid key -> overrides for one value v (the paper's two swept baselines)
@@ -65,10 +66,7 @@ def plan_runs(grids: list[str], with_rcfd: bool) -> list[tuple[str, list[str]]]:
 
 def step_seconds(run_dir: Path) -> float:
     """Summed seconds of the training steps in timings.jsonl (every invocation of a resumed run)."""
-    path = run_dir / "timings.jsonl"
-    if not path.exists():
-        return 0.0
-    return sum(json.loads(line)["step_s"] for line in path.read_text().splitlines() if line.strip())
+    return RunDir(run_dir).step_seconds()
 
 
 def run_overrides(overrides, seed: int, steps: int | None) -> list[str]:
@@ -88,12 +86,8 @@ def _first_difference(saved, current, prefix: str = "") -> str | None:
 
 def config_difference(config, run_dir: Path) -> str | None:
     """The first field where ``run_dir/config.yaml`` differs from ``config`` (None: same, or no file)."""
-    saved_path = run_dir / "config.yaml"
-    if not saved_path.exists():
-        return None
-    import yaml
-
-    return _first_difference(yaml.safe_load(saved_path.read_text()), config.to_dict())
+    saved = RunDir(run_dir).read_config_dict()
+    return None if saved is None else _first_difference(saved, config.to_dict())
 
 
 def check_same_config(config, run_dir: Path) -> None:
@@ -114,22 +108,25 @@ def run_or_load(config, run_dir: Path, progress: bool, train=None, saved_config=
     if train is None:
         from .trainer import run_training as train
     check_same_config(saved_config if saved_config is not None else config, run_dir)
-    summary_path = run_dir / "summary.json"
-    if summary_path.exists():
-        return None, json.loads(summary_path.read_text()), 0.0
+    run = RunDir(run_dir)
+    if run.is_finished():
+        return None, run.read_summary(), 0.0
     cpu0 = time.process_time()
-    trainer, summary = train(config, run_dir, resume=(run_dir / "metrics.jsonl").exists(), progress=progress)
+    trainer, summary = train(config, run_dir, resume=run.has_started(), progress=progress)
     return trainer, summary, time.process_time() - cpu0
 
 
 def evaluate_base(config, run_dir: Path, trainer, progress: bool) -> dict:
     """Held-out metrics of the reference model, with the evaluation settings of ``config``."""
-    from .trainer import Trainer
+    from .components import build_components
+    from .evaluate import evaluate_components
 
-    if trainer is None:
-        trainer = Trainer(config, run_dir, resume=True, progress=progress)
     t0 = time.perf_counter()
-    base = trainer.evaluate(base=True)
+    if trainer is not None:
+        base = trainer.evaluate(base=True)
+    else:  # the run was read back: build what the evaluation needs, without touching the run
+        components = build_components(config, progress=progress, with_demo_rewards=False)
+        base = evaluate_components(components, config, base=True, progress=progress)
     base.update(objective="none (base model)", wall_seconds=time.perf_counter() - t0)
     return base
 
@@ -137,15 +134,12 @@ def evaluate_base(config, run_dir: Path, trainer, progress: bool) -> dict:
 def base_metrics(config, cache_dir: Path, run_dir: Path, trainer, progress: bool) -> dict:
     """:func:`evaluate_base`, kept in ``cache_dir`` and read back while the settings stay the same,
     so rerunning a finished demo or sweep does not evaluate the base model again."""
-    import yaml
-
-    summary_path = cache_dir / "summary.json"
-    if summary_path.exists() and (cache_dir / "config.yaml").exists() and config_difference(config, cache_dir) is None:
-        return json.loads(summary_path.read_text())
+    cached = RunDir(cache_dir)
+    if cached.is_finished() and cached.has_config() and config_difference(config, cache_dir) is None:
+        return cached.read_summary()
     base = evaluate_base(config, run_dir, trainer, progress)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    write_text(cache_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
-    write_json(summary_path, base)
+    cached.write_config(config)
+    cached.write_summary(base)
     return base
 
 
@@ -162,7 +156,7 @@ def run_sweep(out, *, config_path, grids: list[str], with_rcfd: bool = False, se
               "runs": previous.get("runs", {}), "base": None}
     for i, (name, extra) in enumerate(planned, 1):
         run_dir = out / name
-        done = (run_dir / "summary.json").exists()
+        done = RunDir(run_dir).is_finished()
         if progress:
             print(f"[{i}/{len(planned)}] {name}: {'finished earlier, skipped' if done else 'training'}", flush=True)
         trainer, summary, cpu = run_or_load(configs[name], run_dir, progress)

@@ -6,8 +6,11 @@ import sys
 
 from accelerate.utils import gather_object
 
+import torch
+
 from rcfd.config import load_config
-from rcfd.trainer import Trainer
+from rcfd.objectives import prompt_gaps, rcfd_batch_advantages
+from rcfd.trainer import Trainer, step_rows
 
 config_path, out = sys.argv[1], sys.argv[2]
 config = load_config(config_path, ["train.steps=1", "train.num_generations=2", "train.num_minibatches=2",
@@ -15,6 +18,19 @@ config = load_config(config_path, ["train.steps=1", "train.num_generations=2", "
 trainer = Trainer(config, out, progress=False)
 record, prompts, texts, rewards = trainer.step()
 per_process = gather_object([prompts])
+
+# rcfd-batch on these rollouts: each process's advantages from the batch-wide gap totals must equal the
+# advantages one process computes on the whole batch.
+t = config.train
+idx = step_rows(0, len(trainer.train_ds), t.batch_size, t.num_generations, t.seed, trainer.procs.rank,
+                trainer.procs.world)
+demo = trainer.demo_train[idx]
+gaps = prompt_gaps(rewards, demo, t.num_generations)
+totals = trainer.procs.sum(torch.cat([gaps.sum(0), torch.tensor([float(len(gaps))])]))
+local = rcfd_batch_advantages(rewards, demo, t.num_generations, totals[:-1], int(totals[-1]))
+all_rewards, all_demo, all_local = trainer.procs.gather(rewards), trainer.procs.gather(demo), trainer.procs.gather(local)
 if trainer.procs.is_main:
-    (trainer.out / "groups.json").write_text(json.dumps({"world": trainer.procs.world, "prompts": per_process,
-                                                         "record": record}))
+    whole = rcfd_batch_advantages(all_rewards, all_demo, t.num_generations)
+    (trainer.out / "groups.json").write_text(json.dumps({
+        "world": trainer.procs.world, "prompts": per_process, "record": record,
+        "batch_advantage_gap": float((whole - all_local).abs().max())}))
