@@ -1,4 +1,5 @@
-"""The probes under experiments/ still run against today's API (on the tiny preset)."""
+"""The probes under experiments/ still run against today's API (on the tiny preset). Marked slow (about a
+minute together: each starts its own Python with torch and transformers); `make test-slow` runs them."""
 
 import os
 import re
@@ -6,8 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from rcfd.cli import main
 from rcfd_testing import fingerprint
+
+pytestmark = pytest.mark.slow
 
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
 

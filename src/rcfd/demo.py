@@ -1,7 +1,7 @@
 """``rcfd demo``: the embedded default. Three runs with one budget and seed, evaluated with the base model.
 
 Runs: ``beta0`` (maximize the reward), ``kl`` (R − β·KL, the paper's β 0.1 → 0.3 schedule) and
-``rcfd`` (the preset's RCfD objective: ``rcfd-mean`` on use case 1, the paper's −(R − R_demo)² elsewhere;
+``rcfd`` (the preset's RCfD objective: ``rcfd-batch`` on use case 1, the paper's −(R − R_demo)² elsewhere;
 ``rcfd-paper`` forces the paper's, with one completion per prompt and the whitened advantage). Writes ``DIR/summary.json`` = {"runs": {NAME: metrics}}. Rerunning the
 same command reads finished runs and the base model's metrics (``DIR/base``) back instead of redoing
 them, and refuses a directory made with other settings.
