@@ -43,7 +43,7 @@ def test_a_run_directory_made_with_other_settings_is_not_reused(tmp_path):
     old = load_config(packaged_config("wiki"), ["objective.name=reward", "train.learning_rate=1.5e-3"])
     (run_dir / "config.yaml").write_text(yaml.safe_dump(old.to_dict(), sort_keys=False))
     (run_dir / "summary.json").write_text(json.dumps({"reward_mean": -2.0}))
-    new = load_config(packaged_config("wiki"), ["objective.name=reward"])
+    new = load_config(packaged_config("wiki"), ["objective.name=reward", "train.learning_rate=2e-3"])
     with pytest.raises(RcfdError, match=r"other settings: train.learning_rate \(0.0015 there, 0.002 now\)"):
         run_or_load(new, run_dir, progress=False)
     _, summary, _ = run_or_load(old, run_dir, progress=False)  # same settings: read back, not retrained
