@@ -27,7 +27,8 @@ section_body = st.one_of(st.dictionaries(keys, scalars, max_size=4), scalars)
 configs = st.dictionaries(st.one_of(st.sampled_from(list(SECTIONS)), st.text(max_size=10)), section_body, max_size=4)
 
 
-@settings(max_examples=400, deadline=None)
+# derandomize: the same examples on every run, so CI does not pass or fail by the draw.
+@settings(max_examples=400, deadline=None, derandomize=True)
 @given(configs)
 def test_config_parser_only_raises_rcfd_errors(data):
     try:
@@ -36,7 +37,7 @@ def test_config_parser_only_raises_rcfd_errors(data):
         assert str(exc) and "\n" not in str(exc)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, derandomize=True)
 @given(st.text(max_size=60))
 def test_overrides_only_raise_rcfd_errors(text):
     try:
@@ -50,7 +51,9 @@ cells = st.one_of(st.text(max_size=30), st.text(min_size=3000, max_size=4000), s
                   st.just(""), st.just("   "), st.just("日本語のテキスト 🙂"))
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# Rows of several-thousand-character cells are large inputs on purpose (data_too_large is expected).
+@settings(max_examples=60, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.data_too_large])
 @given(st.lists(st.fixed_dictionaries({"prompt": cells, "demonstration": cells}), max_size=12),
        st.sampled_from(["jsonl", "csv"]), st.booleans())
 def test_data_loaders_only_raise_rcfd_errors(tmp_path_factory, tiny_tokenizer, rows, fmt, drop_column):
