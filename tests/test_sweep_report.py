@@ -80,10 +80,10 @@ def test_base_metrics_are_read_back_only_while_the_settings_stay_the_same(tmp_pa
     monkeypatch.setattr(sweep, "evaluate_base", lambda config, *a: calls.append(config) or {"reward_mean": len(calls)})
     config = load_config(packaged_config("wiki"), ["objective.name=reward"])
     cache = tmp_path / "base"
-    assert sweep.base_metrics(config, cache, tmp_path / "beta0", None, False) == {"reward_mean": 1}
-    assert sweep.base_metrics(config, cache, tmp_path / "beta0", None, False) == {"reward_mean": 1}
+    assert sweep.base_metrics(config, cache, None, False) == {"reward_mean": 1}
+    assert sweep.base_metrics(config, cache, None, False) == {"reward_mean": 1}
     other = load_config(packaged_config("wiki"), ["objective.name=reward", "eval.batch_size=64"])
-    assert sweep.base_metrics(other, cache, tmp_path / "beta0", None, False) == {"reward_mean": 2}
+    assert sweep.base_metrics(other, cache, None, False) == {"reward_mean": 2}
     assert len(calls) == 2
 
 

@@ -68,7 +68,7 @@ def run_demo(out, *, config_path, seed: int = 0, steps: int | None = None, overr
                                                 train=train_baseline(name) if baseline else None,
                                                 saved_config=trainer_config(config) if baseline else None)
         if "base" not in results:
-            results["base"] = base_metrics(config, out / "base", out / name, trainer, progress)
+            results["base"] = base_metrics(config, out / "base", trainer, progress)
         del trainer
     ordered = {k: results[k] for k in ("base", *runs)}
     # A rerun that reads finished runs back keeps what the earlier invocations spent (time adds up over

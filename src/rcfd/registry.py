@@ -15,8 +15,9 @@ from .errors import RcfdError
 class Registry(dict):
     """{name: description} for one config field, with the error a wrong name gets."""
 
-    def __init__(self, field: str, entries: dict[str, str], extra: str = ""):
+    def __init__(self, kind: str, field: str, entries: dict[str, str], extra: str = ""):
         super().__init__(entries)
+        self.kind = kind  # what a name is, for error messages: "reward", "objective", ...
         self.field = field
         self.extra = extra  # what else the field accepts besides the names (e.g. module:function)
 
@@ -25,18 +26,13 @@ class Registry(dict):
             also = f" or {self.extra}" if self.extra else ""
             raise RcfdError(f"unknown {self.kind} '{name}' in {self.field}; choose one of {', '.join(self)}{also}")
 
-    @property
-    def kind(self) -> str:
-        return {"reward.names": "reward", "objective.name": "objective", "train.advantage": "estimator",
-                "train.advantage_scale": "scale", "train.report_to": "tracker"}.get(self.field, "name")
-
     def markdown(self) -> str:
         rows = [f"| `{name}` | {text} |" for name, text in self.items()]
         extra = [f"| {self.extra} | |"] if self.extra else []
         return "\n".join([f"| `{self.field}` | meaning |", "|---|---|", *rows, *extra])
 
 
-REWARDS = Registry("reward.names", {
+REWARDS = Registry("reward", "reward.names", {
     "loglik": "average per-token log-likelihood of the completion under the frozen base model (use case 1)",
     "length": "−(completion tokens)",
     "sentiment": "positive logit of the TF-IDF + logistic-regression classifier trained on the packaged IMDB "
@@ -47,7 +43,7 @@ REWARDS = Registry("reward.names", {
     "reward-model": "a reward model's scalar head on prompt + completion (`reward.reward_model`)",
 }, extra="a callable `module:function` with TRL's reward signature")
 
-OBJECTIVES = Registry("objective.name", {
+OBJECTIVES = Registry("objective", "objective.name", {
     "reward": "R summed over rewards (β = 0: plain reward maximization)",
     "kl": "R − β·Σ_t log π_θ/π_0 (`objective.beta`, `objective.beta_end`)",
     "rcfd": "the paper's RCfD, −(R(x,y) − R(x,y_demo))² per sample; several rewards: each term whitened, summed",
@@ -58,19 +54,19 @@ OBJECTIVES = Registry("objective.name", {
     "weighted": "R_1 + α·(R_2 + … + R_K), the paper's R_quality + α·R_length baseline (`objective.alpha`)",
 })
 
-ADVANTAGES = Registry("train.advantage", {
+ADVANTAGES = Registry("estimator", "train.advantage", {
     "whiten": "the paper's: (obj − batch mean) / batch std",
     "rloo": "leave-one-out: obj_i − mean of the prompt's other completions (then `train.advantage_scale`)",
     "group": "GRPO's: (obj − group mean) / group std",
 })
 
-ADVANTAGE_SCALES = Registry("train.advantage_scale", {
+ADVANTAGE_SCALES = Registry("scale", "train.advantage_scale", {
     "none": "leave the advantage as it is",
     "batch": "divide by this batch's std of the advantage",
     "first": "divide by the first step's std of the advantage, then frozen",
 })
 
-TRACKERS = Registry("train.report_to", {
+TRACKERS = Registry("tracker", "train.report_to", {
     "tensorboard": "TensorBoard event files under OUT/tensorboard (`pip install 'rcfd[tracking]'`)",
     "wandb": "Weights & Biases, project 'rcfd' (`pip install wandb`)",
 })

@@ -13,7 +13,6 @@ from pathlib import Path
 from .errors import RcfdError
 from .metric_names import upgrade_record
 from .rundir import RunDir
-from .sweep import step_seconds
 
 
 @dataclass
@@ -76,7 +75,7 @@ def _config_of(run_dir: Path) -> dict | None:
 def _make(name, metrics, run_dir, config, compute=None) -> RunResult:
     family, param = _family(name, metrics)
     if compute is None and run_dir is not None and run_dir.exists():
-        compute = step_seconds(run_dir) or metrics.get("train_seconds")
+        compute = RunDir(run_dir).step_seconds() or metrics.get("train_seconds")
     return RunResult(name, metrics, run_dir if run_dir is not None and run_dir.exists() else None, family, param,
                      _reward_names(metrics, config), compute)
 

@@ -64,11 +64,6 @@ def plan_runs(grids: list[str], with_rcfd: bool) -> list[tuple[str, list[str]]]:
     return runs
 
 
-def step_seconds(run_dir: Path) -> float:
-    """Summed seconds of the training steps in timings.jsonl (every invocation of a resumed run)."""
-    return RunDir(run_dir).step_seconds()
-
-
 def run_overrides(overrides, seed: int, steps: int | None) -> list[str]:
     """Overrides every run of a demo or sweep shares: the user's, the seed, and the budget if given."""
     return list(overrides) + [f"train.seed={seed}"] + ([f"train.steps={steps}"] if steps is not None else [])
@@ -116,7 +111,7 @@ def run_or_load(config, run_dir: Path, progress: bool, train=None, saved_config=
     return trainer, summary, time.process_time() - cpu0
 
 
-def evaluate_base(config, run_dir: Path, trainer, progress: bool) -> dict:
+def evaluate_base(config, trainer, progress: bool) -> dict:
     """Held-out metrics of the reference model, with the evaluation settings of ``config``."""
     from .components import build_components
     from .evaluate import evaluate_components
@@ -131,13 +126,13 @@ def evaluate_base(config, run_dir: Path, trainer, progress: bool) -> dict:
     return base
 
 
-def base_metrics(config, cache_dir: Path, run_dir: Path, trainer, progress: bool) -> dict:
+def base_metrics(config, cache_dir: Path, trainer, progress: bool) -> dict:
     """:func:`evaluate_base`, kept in ``cache_dir`` and read back while the settings stay the same,
     so rerunning a finished demo or sweep does not evaluate the base model again."""
     cached = RunDir(cache_dir)
     if cached.is_finished() and cached.has_config() and config_difference(config, cache_dir) is None:
         return cached.read_summary()
-    base = evaluate_base(config, run_dir, trainer, progress)
+    base = evaluate_base(config, trainer, progress)
     cached.write_config(config)
     cached.write_summary(base)
     return base
@@ -161,12 +156,12 @@ def run_sweep(out, *, config_path, grids: list[str], with_rcfd: bool = False, se
             print(f"[{i}/{len(planned)}] {name}: {'finished earlier, skipped' if done else 'training'}", flush=True)
         trainer, summary, cpu = run_or_load(configs[name], run_dir, progress)
         if i == 1:  # the base model once per sweep, read back when a rerun has the same settings
-            record["base"] = {"metrics": base_metrics(configs[name], out / "base", run_dir, trainer, progress)}
+            record["base"] = {"metrics": base_metrics(configs[name], out / "base", trainer, progress)}
         old = record["runs"].get(name, {})
         record["runs"][name] = {
             "overrides": extra, "config": configs[name].to_dict(), "metrics": summary,
             "wall_seconds": summary.get("wall_seconds"),
-            "train_step_seconds": step_seconds(run_dir),
+            "train_step_seconds": RunDir(run_dir).step_seconds(),
             "cpu_seconds": old.get("cpu_seconds", 0.0) + cpu,
         }
         del trainer
