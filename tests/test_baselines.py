@@ -28,6 +28,9 @@ def test_sft_trains_on_demonstrations_and_is_evaluated(tiny_config, tmp_path):
         assert key in summary
     saved = json.loads((tmp_path / "sft" / "summary.json").read_text())
     assert saved["steps"] == summary["steps"]
+    from rcfd.rundir import RunDir
+
+    assert RunDir(tmp_path / "sft").read_config_dict() == config.to_dict()  # the run's own config, as for RL
     log = [json.loads(line) for line in (tmp_path / "sft" / "sft_log.jsonl").read_text().splitlines()]
     assert any("loss" in r for r in log)
     assert _adapter_moved(tmp_path / "sft")

@@ -63,13 +63,13 @@ def test_demo_over_seeds_on_the_tiny_model(tmp_path, capsys):
     assert record["seeds"] == [0, 1] and set(record["runs"]) == {"base", "beta0", "rcfd"}
     assert set(record["runs"]["rcfd"]["reward_z"]["per_seed"]) == {"0", "1"}
     for seed in (0, 1):
-        summary = json.loads((out / f"seed-{seed}" / "summary.json").read_text())
-        assert summary["seed"] == seed
+        saved = json.loads((out / f"seed-{seed}" / "sweep.json").read_text())
+        assert saved["seed"] == seed and saved["kind"] == "demo" and set(saved["runs"]) == {"beta0", "rcfd"}
     assert "across seeds 0, 1" in capsys.readouterr().out
     # a rerun reads every seed back and keeps the time the seeds took (not the rerun's few seconds)
-    spent = json.loads((out / "seed-0" / "summary.json").read_text())["total_wall_seconds"]
+    spent = json.loads((out / "seed-0" / "sweep.json").read_text())["total_wall_seconds"]
     assert main(args) == 0
-    assert json.loads((out / "seed-0" / "summary.json").read_text())["total_wall_seconds"] >= spent
+    assert json.loads((out / "seed-0" / "sweep.json").read_text())["total_wall_seconds"] >= spent
     # the report reads a seeds directory: the table over seeds and a per-seed strip plot
     assert main(["report", str(out), "--out", str(tmp_path / "r.html")]) == 0
     html = (tmp_path / "r.html").read_text()

@@ -26,7 +26,8 @@ def test_short_demo_on_real_model(tmp_path):
     code = main(["demo", "--out", str(out), "--steps", "3", "--quiet",
                  "--set", "data.num_eval=32", "--set", "eval.long_prompts=4", "--set", "eval.long_tokens=40"])
     assert code == 0
-    runs = json.loads((out / "summary.json").read_text())["runs"]
+    record = json.loads((out / "sweep.json").read_text())
+    runs = {"base": record["base"]["metrics"], **{n: r["metrics"] for n, r in record["runs"].items()}}
     assert set(runs) == {"base", "beta0", "kl", "rcfd"}
     for name, r in runs.items():
         assert r["demo_reward_mean"] == pytest.approx(runs["base"]["demo_reward_mean"])

@@ -26,17 +26,14 @@ def _trl():
     return trl
 
 
-def trainer_config(config):
-    """The config of the RL trainer object a baseline loads through (what its ``config.yaml`` holds):
-    objective 'reward' skips the demonstration-reward pass that only RCfD needs for training."""
-    return dataclasses.replace(config, objective=dataclasses.replace(config.objective, name="reward"))
+def _load(config, out_dir, progress):
+    """The run directory (its config written first, as for an RL run) and the components an RL run of
+    ``config`` loads, in the same order, so the policy, reference, rewards and data are the same."""
+    from .components import build_components
 
-
-def _rl_trainer(config, out_dir, progress):
-    """An RL trainer object, so the policy, reference, rewards and data load exactly as the RL runs do."""
-    from .trainer import Trainer
-
-    return Trainer(trainer_config(config), out_dir, progress=progress)
+    run = RunDir(out_dir).prepare()
+    run.write_config(config)
+    return run, build_components(config, progress=progress, with_demo_rewards=False)
 
 
 def _trl_args(config, out_dir, name: str, *, epochs, learning_rate, progress) -> dict:
@@ -52,16 +49,18 @@ def _trl_args(config, out_dir, name: str, *, epochs, learning_rate, progress) ->
     )
 
 
-def _finish(trainer, trl_trainer, out_dir, name: str, t0: float, extra: dict) -> dict:
+def _finish(run, components, config, trl_trainer, name: str, t0: float, extra: dict, progress: bool) -> dict:
     """Write TRL's log, export the policy, evaluate it like an RL run, write ``summary.json``."""
-    out_dir = Path(out_dir)
-    (out_dir / f"{name}_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in trl_trainer.state.log_history))
-    trainer.policy = trl_trainer.model
-    trainer.export()
+    from .evaluate import evaluate_components
+
+    (run.path / f"{name}_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in trl_trainer.state.log_history))
+    components = dataclasses.replace(components, policy=trl_trainer.model)
+    run.save_final(components.policy, components.tokenizer)
     summary = {"objective": name, "steps": trl_trainer.state.global_step,
-               "train_seconds": time.perf_counter() - t0, **extra, **trainer.evaluate()}
+               "train_seconds": time.perf_counter() - t0, **extra,
+               **evaluate_components(components, config, progress=progress)}
     summary["wall_seconds"] = time.perf_counter() - t0
-    RunDir(out_dir).write_summary(summary)
+    run.write_summary(summary)
     return summary
 
 
@@ -69,14 +68,16 @@ def run_sft(config, out_dir, *, epochs: float = 1.0, learning_rate: float = 2e-4
     """Fine-tune on the demonstrations (loss on demonstration tokens only), evaluate; return the summary."""
     trl = _trl()
     t0 = time.perf_counter()
-    trainer = _rl_trainer(config, out_dir, progress)
-    train = trainer.train_ds.map(lambda row: {"prompt": row["prompt"], "completion": row["demonstration"]},
-                                 remove_columns=trainer.train_ds.column_names)
+    run, components = _load(config, out_dir, progress)
+    train = components.train_ds.map(lambda row: {"prompt": row["prompt"], "completion": row["demonstration"]},
+                                    remove_columns=components.train_ds.column_names)
     args = trl.SFTConfig(**_trl_args(config, out_dir, "sft", epochs=epochs, learning_rate=learning_rate,
                                      progress=progress))
-    sft = trl.SFTTrainer(model=trainer.policy, args=args, train_dataset=train, processing_class=trainer.tokenizer)
+    sft = trl.SFTTrainer(model=components.policy, args=args, train_dataset=train,
+                         processing_class=components.tokenizer)
     sft.train()
-    return _finish(trainer, sft, out_dir, "sft", t0, {"sft_learning_rate": learning_rate, "sft_epochs": epochs})
+    return _finish(run, components, config, sft, "sft", t0, {"sft_learning_rate": learning_rate, "sft_epochs": epochs},
+                   progress)
 
 
 def run_dpo(config, out_dir, *, epochs: float = 1.0, learning_rate: float = 5e-5, beta: float = 0.1,
@@ -91,15 +92,15 @@ def run_dpo(config, out_dir, *, epochs: float = 1.0, learning_rate: float = 5e-5
     trl = _trl()
     pairs = load_preference_pairs(config.data)  # before loading models: a bad source fails fast
     t0 = time.perf_counter()
-    trainer = _rl_trainer(config, out_dir, progress)
+    run, components = _load(config, out_dir, progress)
     args = trl.DPOConfig(**_trl_args(config, out_dir, "dpo", epochs=epochs, learning_rate=learning_rate,
                                      progress=progress),
                          beta=beta)
-    dpo = trl.DPOTrainer(model=trainer.policy, ref_model=trainer.reference, args=args, train_dataset=pairs,
-                         processing_class=trainer.tokenizer)
+    dpo = trl.DPOTrainer(model=components.policy, ref_model=components.reference, args=args, train_dataset=pairs,
+                         processing_class=components.tokenizer)
     dpo.train()
     if "ref" in getattr(dpo.model, "peft_config", {}):  # TRL's frozen copy of the adapter: not part of the result
         dpo.model.delete_adapter("ref")
-    return _finish(trainer, dpo, out_dir, "dpo", t0,
+    return _finish(run, components, config, dpo, "dpo", t0,
                    {"dpo_learning_rate": learning_rate, "dpo_epochs": epochs, "dpo_beta": beta,
-                    "preference_pairs": len(pairs)})
+                    "preference_pairs": len(pairs)}, progress)

@@ -51,7 +51,26 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _demo_runs() -> str:
+    from .demo import RUN_HELP, RUNS
+
+    return ", ".join(f"{name} ({RUN_HELP[name]})" if name in RUN_HELP else name for name in RUNS)
+
+
+def _choices() -> str:
+    """The names each registered config field accepts (generated from rcfd.registry)."""
+    from .registry import ALL
+
+    lines = ["choices (`rcfd config --reference` explains each):"]
+    for registry in ALL:
+        extra = f", or {registry.extra}" if registry.extra else ""
+        lines.append(f"  {registry.field}: {', '.join(registry)}{extra}")
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from .demo import DEFAULT_RUNS
+
     parser = argparse.ArgumentParser(
         prog="rcfd",
         description="RL fine-tuning of language models with Reward Calibration from Demonstration (RCfD).",
@@ -62,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train one run from a YAML config",
                        description="Train one policy. A run directory gets config.yaml, metrics.jsonl, "
                                    "samples.jsonl, checkpoints/, final/ and summary.json.",
-                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       epilog=_choices() + "\n\n" + EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("--task", help="task preset (see `rcfd tasks`) whose config to train (default: wiki-continuation)")
     t.add_argument("--config", type=Path, help="YAML config (default: the --task preset)")
     t.add_argument("--out", type=Path, help="run directory to create")
@@ -89,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train the task's demo runs with one budget and seed (default task "
                                    "wiki-continuation: beta0, kl, rcfd on the packaged SmolLM2-135M and Wikipedia "
                                    "extracts), evaluate them with the base model on held-out prompts, and write "
-                                   "DIR/summary.json. Finished runs in DIR are reused, so a rerun resumes.")
+                                   "DIR/sweep.json (the record `rcfd sweep` writes). Finished runs in DIR are "
+                                   "reused, so a rerun resumes.")
     d.add_argument("--out", type=Path, default=Path("runs/demo"), help="output directory (default: runs/demo)")
     d.add_argument("--seed", type=int, default=0, help="training seed (default: 0)")
     d.add_argument("--seeds", metavar="LIST",
@@ -98,10 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "many seeds pass each of the task's checks")
     d.add_argument("--steps", type=int, help="RL steps per run (default: from the task's config)")
     _task_args(d)
-    d.add_argument("--runs", help="comma-separated runs among beta0, kl, rcfd, sft (supervised fine-tuning on the "
-                                   "demonstrations with TRL), dpo (DPO on data.preference_source), quality, "
-                                   "alpha=0.003|0.01|0.03|0.1 (default: the task's: beta0,kl,rcfd; "
-                                   "wiki-description: quality, rcfd and the α sweep)")
+    d.add_argument("--runs", help=f"comma-separated runs among {_demo_runs()} (default: the task's: "
+                                  f"{','.join(DEFAULT_RUNS)}; wiki-description: quality, rcfd and the α sweep)")
     _common(d)
 
     s = sub.add_parser("sweep", help="train a β (or α) grid plus RCfD with one budget and seed, then evaluate all",
@@ -279,7 +297,8 @@ def cmd_demo(args) -> int:
         run_seeds(args.out, parse_seeds(args.seeds), task=args.task if not args.config else None,
                   progress=not args.quiet, **common)
         return 0
-    run_demo(args.out, seed=args.seed, progress=not args.quiet, **common)
+    run_demo(args.out, seed=args.seed, progress=not args.quiet, task=args.task if not args.config else None,
+             **common)
     return 0
 
 

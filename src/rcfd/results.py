@@ -80,6 +80,19 @@ def _make(name, metrics, run_dir, config, compute=None) -> RunResult:
                      _reward_names(metrics, config), compute)
 
 
+def _record_from_old_demo(data: dict) -> dict:
+    """A demo directory written before the demo ran as a plan (its summary.json held {"runs": ...})
+    in the sweep.json record's shape."""
+    runs = {}
+    for name, metrics in data["runs"].items():
+        metrics = dict(metrics, reward_samples=data.get("reward_samples", {}).get(name))
+        if data.get("demo_reward_samples") is not None:
+            metrics["demo_reward_samples"] = data["demo_reward_samples"]
+        runs[name] = {"metrics": metrics}
+    base = runs.pop("base", None)
+    return {"kind": "demo", "runs": runs, "base": base}
+
+
 def load_directory(path: Path) -> tuple[list[RunResult], dict]:
     """Runs in one directory, plus the config of its first run (for settings such as lengths)."""
     path = Path(path)
@@ -90,32 +103,22 @@ def load_directory(path: Path) -> tuple[list[RunResult], dict]:
         return load_directory(path / f"seed-{seeds[0]}")
     if sweep.exists():
         record = json.loads(sweep.read_text())
-        runs, config = [], None
-        for name, r in record["runs"].items():
-            config = config or r.get("config")
-            runs.append(_make(name, r["metrics"], path / name, r.get("config"), r.get("train_step_seconds")))
-        if record.get("base"):
-            runs.insert(0, _make("base", record["base"]["metrics"], None, config))
-        return runs, config or {}
-    if not summary.exists():
+    elif summary.exists() and "runs" in (data := json.loads(summary.read_text())):
+        record = _record_from_old_demo(data)
+    elif summary.exists():  # a single run
+        config = _config_of(path)
+        return [_make(path.name or "run", data, path, config)], config or {}
+    else:
         raise RcfdError(f"'{path}' has neither sweep.json nor summary.json; pass a directory written by "
                         f"`rcfd sweep`, `rcfd demo` or `rcfd train`")
-    data = json.loads(summary.read_text())
-    if "runs" in data:  # rcfd demo
-        runs, config = [], None
-        for name, metrics in data["runs"].items():
-            metrics = dict(metrics, reward_samples=data.get("reward_samples", {}).get(name))
-            if data.get("demo_reward_samples") is not None:
-                metrics["demo_reward_samples"] = data["demo_reward_samples"]
-            run_config = _config_of(path / name)
-            config = config or run_config
-            runs.append(_make(name, metrics, path / name, run_config))
-        for r in runs:  # the base model's reward names come from the runs' configs
-            if not r.reward_names or r.family == "base":
-                r.reward_names = _reward_names(r.metrics, config)
-        return runs, config or {}
-    config = _config_of(path)
-    return [_make(path.name or "run", data, path, config)], config or {}
+    runs, config = [], None
+    for name, r in record["runs"].items():
+        run_config = r.get("config") or _config_of(path / name)
+        config = config or run_config
+        runs.append(_make(name, r["metrics"], path / name, run_config, r.get("train_step_seconds")))
+    if record.get("base"):
+        runs.insert(0, _make("base", record["base"]["metrics"], None, config))
+    return runs, config or {}
 
 
 def load_results(dirs) -> tuple[list[RunResult], Demonstrations]:

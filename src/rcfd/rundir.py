@@ -16,6 +16,7 @@ reports, sweeps, the demo) goes through :class:`RunDir`.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,6 +74,22 @@ class RunDir:
         return self.path / SUMMARY
 
     # ---------------------------------------------------------------- state
+    def prepare(self, resume: bool = False) -> "RunDir":
+        """Create (or, on resume, reuse) the directory, failing early if it cannot be written or, unless
+        ``resume``, already holds a run."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            probe = self.path / f".write-test-{os.getpid()}"  # one per process under accelerate launch
+            probe.write_bytes(b"0" * 1024)
+            probe.unlink()
+        except OSError as exc:
+            raise RcfdError(f"cannot write to output directory '{self.path}' ({exc.strerror}); "
+                            f"choose another --out") from None
+        if not resume and self.has_started():
+            raise RcfdError(f"'{self.path}' already holds a run; continue it with --resume {self.path} "
+                            f"or choose another --out")
+        return self
+
     def has_config(self) -> bool:
         return self.config_path.exists()
 
@@ -126,6 +143,12 @@ class RunDir:
 
     def read_summary(self) -> dict | None:
         return json.loads(self.summary_path.read_text()) if self.is_finished() else None
+
+    def save_final(self, policy, tokenizer) -> Path:
+        """The trained policy (LoRA adapter or full model) and its tokenizer, with ``save_pretrained``."""
+        policy.save_pretrained(self.final)
+        tokenizer.save_pretrained(self.final)
+        return self.final
 
     def write_summary(self, summary: dict) -> None:
         write_json(self.summary_path, summary)

@@ -174,16 +174,19 @@ def format_seeds_table(record: dict) -> str:
 
 def run_seeds(out, seeds: list[int], *, task: str | None, progress: bool = True, **demo_kwargs) -> dict:
     """The demo for each seed into ``out/seed-N``, then ``out/seeds.json`` and the table."""
-    from .demo import run_demo
+    from .demo import DEFAULT_RUNS, demo_plan, run_demo
+    from .sweep import plan_metrics
 
     out = Path(out)
     if not seeds:
         raise RcfdError("--seeds names no seed; write e.g. --seeds 0-4")
+    plan = demo_plan(demo_kwargs.get("runs", DEFAULT_RUNS))
     per_seed = {}
     for i, seed in enumerate(seeds, 1):
         if progress:
             print(f"\n=== seed {seed} ({i}/{len(seeds)}) ===", flush=True)
-        per_seed[seed] = run_demo(out / f"seed-{seed}", seed=seed, progress=progress, **demo_kwargs)["runs"]
+        record = run_demo(out / f"seed-{seed}", seed=seed, progress=progress, task=task, **demo_kwargs)
+        per_seed[seed] = plan_metrics(record, plan)
     record = {"task": task or "wiki-continuation", **aggregate(per_seed, CHECKS.get(task or "wiki-continuation", []))}
     write_json(out / "seeds.json", record)
     print()

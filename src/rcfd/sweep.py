@@ -1,18 +1,21 @@
-"""``rcfd sweep``: the β (or α) grid that a KL-penalized (or weighted) objective needs, plus RCfD.
+"""Running a plan of runs: ``rcfd sweep`` (a β or α grid, plus RCfD) and ``rcfd demo`` (named runs).
 
-Each grid value is one run in ``DIR/NAME`` trained with the same seed and budget and evaluated on the
-same held-out prompts; the base model is evaluated once (kept in ``DIR/base`` and read back by a
-rerun with the same settings). Runs go one after another; a finished run
-(its ``summary.json`` exists) is skipped and an interrupted one resumes from its newest checkpoint, so
-rerunning the same command after an interruption redoes nothing that finished. ``DIR/sweep.json`` is
-rewritten after every run with, per run: the overrides and resolved config, the held-out metrics,
-wall seconds and compute (CPU-seconds of this process and the summed seconds of the training steps).
+A plan is a list of :class:`PlannedRun` (a name and the config overrides that make it). Each run goes to
+``DIR/NAME``, trained with the same seed and budget and evaluated on the same held-out prompts; the base
+model is evaluated once (kept in ``DIR/base`` and read back by a rerun with the same settings). Runs go
+one after another; a finished run (its ``summary.json`` exists) is read back and an interrupted one
+resumes from its newest checkpoint, so rerunning the same command after an interruption redoes nothing
+that finished. ``DIR/sweep.json`` is rewritten after every run: per run the overrides and resolved
+config, the held-out metrics, wall seconds and compute (CPU-seconds of this process and the summed
+seconds of the training steps), then the base model's metrics and what the whole plan cost.
 """
 
 from __future__ import annotations
 
 import json
+import resource
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import load_config
@@ -25,7 +28,16 @@ SHORTHANDS = {
     "beta": lambda v: ["objective.name=kl", f"objective.beta={v}"],
     "alpha": lambda v: ["objective.name=weighted", f"objective.alpha={v}"],
 }
-RCFD_RUN = ("rcfd", ["objective.name=rcfd"])
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    name: str
+    overrides: list[str] = field(default_factory=list)
+    trainer: str = "rl"  # rl (rcfd.trainer) | sft | dpo (rcfd.baselines, TRL's trainers)
+
+
+RCFD_RUN = PlannedRun("rcfd", ["objective.name=rcfd"])
 
 
 def parse_grid(spec: str) -> tuple[str, list[str]]:
@@ -46,17 +58,17 @@ def parse_grid(spec: str) -> tuple[str, list[str]]:
     return key, items
 
 
-def plan_runs(grids: list[str], with_rcfd: bool) -> list[tuple[str, list[str]]]:
-    """[(run name, overrides)]: each --grid is its own family of runs (β runs, α runs, ...)."""
+def plan_runs(grids: list[str], with_rcfd: bool) -> list[PlannedRun]:
+    """The sweep's plan: each --grid is its own family of runs (β runs, α runs, ...), then RCfD."""
     runs = []
     for spec in grids:
         key, values = parse_grid(spec)
         for v in values:
             overrides = SHORTHANDS[key](v) if key in SHORTHANDS else [f"{key}={v}"]
-            runs.append((f"{key}={v}", overrides))
+            runs.append(PlannedRun(f"{key}={v}", overrides))
     if with_rcfd:
         runs.append(RCFD_RUN)
-    names = [n for n, _ in runs]
+    names = [r.name for r in runs]
     if len(set(names)) != len(names):
         raise RcfdError(f"the sweep lists a run twice ({names}); remove the repeated --grid value")
     if not runs:
@@ -93,22 +105,27 @@ def check_same_config(config, run_dir: Path) -> None:
                         f"choose another --out or delete that directory")
 
 
-def run_or_load(config, run_dir: Path, progress: bool, train=None, saved_config=None):
-    """Train and evaluate a run, resuming it if interrupted; a finished run is only read back.
+def _train(trainer: str, config, run_dir: Path, resume: bool, progress: bool):
+    """(trainer object or None, summary) of one run; ``trainer`` says what trains it."""
+    if trainer == "rl":
+        from .trainer import run_training
 
-    ``train(config, run_dir, resume=, progress=) -> (trainer or None, summary)`` defaults to
-    :func:`rcfd.trainer.run_training`; ``saved_config`` is the config such a run writes to its
-    ``config.yaml`` when that is not ``config`` itself (the SFT/DPO baselines).
-    Returns (trainer or None, summary, cpu_seconds spent now)."""
-    if train is None:
-        from .trainer import run_training as train
-    check_same_config(saved_config if saved_config is not None else config, run_dir)
+        return run_training(config, run_dir, resume=resume, progress=progress)
+    from . import baselines  # sft, dpo: TRL's trainers, no checkpoints to resume
+
+    return None, getattr(baselines, f"run_{trainer}")(config, run_dir, progress=progress)
+
+
+def run_or_load(config, run_dir: Path, progress: bool, trainer: str = "rl"):
+    """Train and evaluate a run, resuming it if interrupted; a finished run is only read back.
+    Returns (trainer object or None, summary, cpu_seconds spent now)."""
+    check_same_config(config, run_dir)
     run = RunDir(run_dir)
     if run.is_finished():
         return None, run.read_summary(), 0.0
     cpu0 = time.process_time()
-    trainer, summary = train(config, run_dir, resume=run.has_started(), progress=progress)
-    return trainer, summary, time.process_time() - cpu0
+    trainer_object, summary = _train(trainer, config, run_dir, run.has_started(), progress)
+    return trainer_object, summary, time.process_time() - cpu0
 
 
 def evaluate_base(config, trainer, progress: bool) -> dict:
@@ -138,39 +155,66 @@ def base_metrics(config, cache_dir: Path, trainer, progress: bool) -> dict:
     return base
 
 
-def run_sweep(out, *, config_path, grids: list[str], with_rcfd: bool = False, seed: int = 0,
-              steps: int | None = None, overrides=(), progress: bool = True, task: str | None = None) -> dict:
+def run_plan(out, plan: list[PlannedRun], *, config_path, kind: str, seed: int = 0, steps: int | None = None,
+             overrides=(), progress: bool = True, task: str | None = None) -> dict:
+    """Train and evaluate every run of ``plan`` into ``out/NAME``, then the base model; return the
+    ``sweep.json`` record (``kind`` = "sweep" or "demo", for whoever reads it)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
     common = run_overrides(overrides, seed, steps)
-    planned = plan_runs(grids, with_rcfd)
-    configs = {name: load_config(config_path, common + extra) for name, extra in planned}  # fail fast on typos
+    configs = {r.name: load_config(config_path, common + r.overrides) for r in plan}  # fail fast on typos
     sweep_path = out / "sweep.json"
     previous = json.loads(sweep_path.read_text()) if sweep_path.exists() else {}
-    record = {"task": task, "config_path": str(config_path), "seed": seed, "common_overrides": common,
-              "runs": previous.get("runs", {}), "base": None}
-    for i, (name, extra) in enumerate(planned, 1):
-        run_dir = out / name
-        done = RunDir(run_dir).is_finished()
+    same_settings = previous.get("common_overrides") == common and previous.get("config_path") == str(config_path)
+    record = {"kind": kind, "task": task, "config_path": str(config_path), "seed": seed, "common_overrides": common,
+              "runs": previous.get("runs", {}) if same_settings else {}, "base": None,
+              "total_wall_seconds": previous.get("total_wall_seconds", 0.0) if same_settings else 0.0,
+              "peak_rss_mb": previous.get("peak_rss_mb", 0.0) if same_settings else 0.0}
+    for i, run in enumerate(plan, 1):
+        run_dir = out / run.name
         if progress:
-            print(f"[{i}/{len(planned)}] {name}: {'finished earlier, skipped' if done else 'training'}", flush=True)
-        trainer, summary, cpu = run_or_load(configs[name], run_dir, progress)
-        if i == 1:  # the base model once per sweep, read back when a rerun has the same settings
-            record["base"] = {"metrics": base_metrics(configs[name], out / "base", trainer, progress)}
-        old = record["runs"].get(name, {})
-        record["runs"][name] = {
-            "overrides": extra, "config": configs[name].to_dict(), "metrics": summary,
-            "wall_seconds": summary.get("wall_seconds"),
+            done = RunDir(run_dir).is_finished()
+            print(f"[{i}/{len(plan)}] {run.name}: {'finished earlier, read back' if done else 'training'}", flush=True)
+        trainer, summary, cpu = run_or_load(configs[run.name], run_dir, progress, run.trainer)
+        if record["base"] is None:  # the base model once, with the models the first run loaded
+            record["base"] = {"metrics": base_metrics(configs[run.name], out / "base", trainer, progress)}
+        old = record["runs"].get(run.name, {})
+        record["runs"][run.name] = {
+            "overrides": run.overrides, "trainer": run.trainer, "config": configs[run.name].to_dict(),
+            "metrics": summary, "wall_seconds": summary.get("wall_seconds"),
             "train_step_seconds": RunDir(run_dir).step_seconds(),
             "cpu_seconds": old.get("cpu_seconds", 0.0) + cpu,
         }
         del trainer
+        _add_cost(record, t_start)
+        t_start = time.perf_counter()
         write_json(sweep_path, record)  # after every run: an interruption keeps what finished
+    return record
+
+
+def _add_cost(record: dict, since: float) -> None:
+    """Wall time adds up over an interrupted and resumed plan; memory is the largest peak."""
+    record["total_wall_seconds"] += time.perf_counter() - since
+    record["peak_rss_mb"] = max(record["peak_rss_mb"],
+                                resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # Linux: KiB
+
+
+def plan_metrics(record: dict, plan: list[PlannedRun]) -> dict[str, dict]:
+    """{"base": metrics, NAME: metrics} for the runs of ``plan``, in its order."""
+    return {"base": record["base"]["metrics"], **{r.name: record["runs"][r.name]["metrics"] for r in plan}}
+
+
+def run_sweep(out, *, config_path, grids: list[str], with_rcfd: bool = False, seed: int = 0,
+              steps: int | None = None, overrides=(), progress: bool = True, task: str | None = None) -> dict:
+    plan = plan_runs(grids, with_rcfd)
+    record = run_plan(out, plan, config_path=config_path, kind="sweep", seed=seed, steps=steps,
+                      overrides=overrides, progress=progress, task=task)
     if progress:
         from .report import print_table
 
         print()
-        print_table({"base": record["base"]["metrics"],
-                     **{n: record["runs"][n]["metrics"] for n, _ in planned}})
-        print(f"\nsweep written to {sweep_path}; make the report with: rcfd report {out} --out {out / 'report.html'}")
+        print_table(plan_metrics(record, plan))
+        print(f"\nsweep written to {Path(out) / 'sweep.json'}; make the report with: "
+              f"rcfd report {out} --out {Path(out) / 'report.html'}")
     return record

@@ -14,7 +14,6 @@ One step, top to bottom (:meth:`Trainer.step`):
 from __future__ import annotations
 
 import math
-import os
 import signal
 import sys
 import threading
@@ -89,21 +88,6 @@ def build_optimizer(params, train) -> torch.optim.Optimizer:
     return opt_cls(params, lr=train.learning_rate, weight_decay=train.weight_decay, fused=True)
 
 
-def prepare_out_dir(out: Path, resume: bool) -> Path:
-    """Create (or, on resume, reuse) the run directory, failing early if it cannot be written."""
-    out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{os.getpid()}"  # one per process under accelerate launch
-        probe.write_bytes(b"0" * 1024)
-        probe.unlink()
-    except OSError as exc:
-        raise RcfdError(f"cannot write to output directory '{out}' ({exc.strerror}); choose another --out") from None
-    if not resume and RunDir(out).has_started():
-        raise RcfdError(f"'{out}' already holds a run; continue it with --resume {out} or choose another --out")
-    return out
-
-
 class StopAtStepBoundary:
     """First Ctrl-C asks the loop to stop after the current step (then it checkpoints and exits);
     a second one interrupts at once."""
@@ -148,8 +132,8 @@ class Trainer:
                             f"which splits groups of train.num_generations ({c.train.num_generations}); lower "
                             f"train.num_minibatches or raise train.batch_size")
         self.progress = progress and self.procs.is_main
-        self.out = prepare_out_dir(out_dir, resume)
-        self.run = RunDir(self.out)
+        self.run = RunDir(out_dir).prepare(resume)
+        self.out = self.run.path
         self.resume = resume
         if self.procs.is_main:  # first, so a run killed while loading can still be resumed
             self.run.write_config(c)
@@ -441,10 +425,7 @@ class Trainer:
 
     def export(self) -> Path:
         """Save the final adapter (LoRA) or model with ``save_pretrained`` into ``OUT/final``."""
-        final = self.run.final
-        self.policy.save_pretrained(final)
-        self.tokenizer.save_pretrained(final)
-        return final
+        return self.run.save_final(self.policy, self.tokenizer)
 
     def evaluate(self, base: bool = False, demo_eval=None, dataset=None) -> dict:
         """Held-out metrics on ``dataset`` (default: the eval split) for the policy or, with ``base``,
