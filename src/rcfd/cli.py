@@ -403,6 +403,9 @@ def main(argv=None) -> int:
             raise
         print(f"rcfd: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `rcfd config --show | head`: the reader left, nothing went wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("rcfd: interrupted; the run was checkpointed, continue it with `rcfd train --resume DIR`",
               file=sys.stderr)

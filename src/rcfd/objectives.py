@@ -80,15 +80,20 @@ def scale_advantages(advantages: torch.Tensor, scale: str, first_std: float | No
     ``first`` (the std of A on the run's first step, then frozen, so updates shrink as the objective's
     spread does). Returns (scaled A, the frozen std to keep for later steps). ``std_fn`` computes the
     batch std (across processes in the trainer)."""
-    if scale == "none":
+    if scale not in SCALES:
+        raise ValueError(f"unknown advantage scale {scale!r}")
+    if SCALES[scale] is None:
         return advantages, first_std
-    std = std_fn(advantages)
-    if scale == "batch":
-        return advantages / (std + eps), first_std
-    if scale == "first":
-        first_std = std if first_std is None else first_std
-        return advantages / (first_std + eps), first_std
-    raise ValueError(f"unknown advantage scale {scale!r}")
+    divisor, first_std = SCALES[scale](std_fn(advantages), first_std)
+    return advantages / (divisor + eps), first_std
+
+
+# Keyed by rcfd.registry.ADVANTAGE_SCALES: (this batch's std, the frozen first std) -> (divisor, frozen std).
+SCALES = {
+    "none": None,  # A as it is
+    "batch": lambda std, first: (std, first),
+    "first": lambda std, first: (std, std) if first is None else (first, first),
+}
 
 
 def advantages_from(objective: torch.Tensor, estimator: str, k: int = 1, scale: str = "none",
@@ -111,7 +116,6 @@ ESTIMATORS = {
     "group": group_normalized,
     "given": lambda obj, k: obj,
 }
-SCALES = ("none", "batch", "first")  # rcfd.registry.ADVANTAGE_SCALES; see scale_advantages
 
 
 def beta_at(step: int, total_steps: int, beta: float, beta_end: float | None) -> float:
