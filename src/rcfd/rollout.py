@@ -128,8 +128,11 @@ def packed_linears(model, rows: int):
                     continue
                 bias = module.get_base_layer().bias if isinstance(module, LoraLinear) else module.bias
                 packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), rows)
+                original = type(module).forward.__get__(module)
 
-                def forward(x, *args, _w=packed, _b=bias, **kwargs):
+                def forward(x, *args, _w=packed, _b=bias, _original=original, **kwargs):
+                    if x.dtype != torch.float32:  # under autocast (a trainer's bf16 wrapper): the layer's own
+                        return _original(x, *args, **kwargs)
                     return torch.ops.mkldnn._linear_pointwise(x, _w, _b, "none", [], "")
 
                 module.forward = forward

@@ -1,4 +1,6 @@
-"""RCfD as a TRL reward function (``GRPOTrainer(reward_funcs=[RCfDReward(...)])``, RLOO alike).
+"""RCfD as a TRL reward function (``GRPOTrainer(reward_funcs=[RCfDReward(...)])``, RLOO alike), and
+:class:`~rcfd.integrations.monitor.CalibrationMonitor`, a callback that logs calibration against the
+demonstrations during any transformers/TRL run.
 
 TRL calls a reward function as ``f(prompts=..., completions=..., **columns)`` where ``columns`` are
 the other dataset columns, one value per completion. :class:`RCfDReward` reads the human
@@ -29,6 +31,9 @@ from ..files import append_jsonl
 from ..objectives import rcfd
 from ..rewards.base import RewardStack, check_finite
 from ..rewards.callable import CallableReward
+from .monitor import CalibrationMonitor
+
+__all__ = ["CalibrationMonitor", "RCfDReward", "as_text"]
 
 # Keyword arguments TRL adds besides dataset columns; they describe the policy's completions and
 # must not be handed to the base rewards when those score the demonstrations.
