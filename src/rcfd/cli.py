@@ -1,4 +1,4 @@
-"""Command line: ``rcfd train | eval | demo | sweep | report | tasks``. Errors print as one line unless ``--debug``."""
+"""Command line: ``rcfd train | eval | demo | sweep | report | serve | tasks | ...``. Errors print as one line unless ``--debug``."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ EXAMPLES = """examples:
   rcfd tasks                                      # list the task presets
   rcfd sft --out runs/sft                         # baseline: fine-tune on the demonstrations
   rcfd dpo --task tldr --out runs/dpo             # baseline: DPO on preference pairs (needs internet)
+  rcfd serve --task wiki-continuation --port 5000 # RCfD rewards for OpenRLHF's --remote_rm_url
 """
 
 
@@ -184,6 +185,26 @@ def build_parser() -> argparse.ArgumentParser:
             b.add_argument("--beta", type=float, default=0.1, help="DPO β, strength of the implicit KL (default: 0.1)")
         b.add_argument("--seed", type=int, help="override train.seed")
         _common(b)
+
+    sv = sub.add_parser("serve", help="serve RCfD rewards over HTTP (OpenRLHF's --remote_rm_url protocol)",
+                        description="Load the base rewards of a task or config (reward.names) and answer POST "
+                                    "/get_reward with RCfD rewards: body {\"query\": [prompt + response], "
+                                    "\"prompts\": [...], \"labels\": [demonstration or its reward]}, answer "
+                                    "{\"rewards\": [...]}. Concurrent requests are scored in one batch; GET "
+                                    "/health reports status. Ctrl-C stops. Needs pip install 'rcfd[serve]'.")
+    _task_args(sv, "the rewards")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, loopback only)")
+    sv.add_argument("--port", type=int, default=5000, help="port (default: 5000)")
+    sv.add_argument("--labels", choices=("text", "reward"), default="text",
+                    help="what each label holds: the demonstration's text (default; its rewards are computed once "
+                         "and cached) or its precomputed reward (a number, or a list of one per reward)")
+    sv.add_argument("--cache-file", type=Path, help="JSON-lines file keeping demonstration rewards across restarts")
+    sv.add_argument("--max-body-mb", type=float, default=16, help="largest request body accepted (default: 16 MB)")
+    sv.add_argument("--max-batch-rows", type=int, default=256,
+                    help="rows of concurrent requests scored together (default: 256)")
+    sv.add_argument("--batch-wait-ms", type=float, default=5.0,
+                    help="how long a request waits for others to share its batch (default: 5 ms)")
+    _common(sv)
 
     rm = sub.add_parser("reward-model", help="train a reward model (sentiment classifier) on labelled texts")
     rm_sub = rm.add_subparsers(dest="rm_command", required=True, metavar="ACTION")
@@ -360,6 +381,17 @@ def cmd_baseline(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from .config import load_config
+    from .serve import serve
+
+    config = load_config(_task_config(args), args.overrides)
+    serve(config, host=args.host, port=args.port, labels=args.labels, cache_file=args.cache_file,
+          max_body_mb=args.max_body_mb, max_batch_rows=args.max_batch_rows, batch_wait_ms=args.batch_wait_ms,
+          progress=not args.quiet)
+    return 0
+
+
 def cmd_tasks(args) -> int:
     from .tasks import describe_tasks
 
@@ -395,7 +427,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_libraries()
     handlers = {"train": cmd_train, "eval": cmd_eval, "demo": cmd_demo, "sweep": cmd_sweep, "report": cmd_report,
-                "tasks": cmd_tasks, "config": cmd_config, "reward-model": cmd_reward_model, "sft": cmd_baseline, "dpo": cmd_baseline}
+                "tasks": cmd_tasks, "config": cmd_config, "serve": cmd_serve, "reward-model": cmd_reward_model, "sft": cmd_baseline, "dpo": cmd_baseline}
     try:
         return handlers[args.command](args)
     except RcfdError as exc:
