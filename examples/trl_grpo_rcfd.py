@@ -2,10 +2,14 @@
 
     python examples/trl_grpo_rcfd.py --model tiny-llama --steps 2      # seconds, a smoke run
     python examples/trl_grpo_rcfd.py --model smollm2-135m --steps 20   # the packaged SmolLM2-135M
+    python examples/trl_grpo_rcfd.py --reward plain --monitor-every 5  # the raw reward, watched
 
 The policy is trained by TRL (its generation, loss, distribution); rcfd only supplies the reward:
 −(R(x, y) − R(x, y_demo))² with R the average log-likelihood under a frozen copy of the base model
-and y_demo the Wikipedia continuation in the dataset's `demonstration` column.
+and y_demo the Wikipedia continuation in the dataset's `demonstration` column (``--reward plain``: R
+itself). ``--monitor-every N`` adds rcfd's CalibrationMonitor: every N steps it samples the held-out
+prompts and logs ``calibration/...`` (reward against the demonstrations in demo std, alignment,
+distinct-2, naturalness, KL) with TRL's own metrics, and warns once if the run over-optimizes.
 """
 
 import argparse
@@ -19,6 +23,14 @@ def main():
     parser.add_argument("--model", default="smollm2-135m", help="packaged name, local path or hub id")
     parser.add_argument("--steps", type=int, default=2, help="GRPO steps (default 2)")
     parser.add_argument("--out", default="runs/trl-rcfd", help="TRL output directory")
+    parser.add_argument("--reward", choices=("rcfd", "plain"), default="rcfd",
+                        help="RCfD reward (default) or the raw log-likelihood R")
+    parser.add_argument("--monitor-every", type=int, default=0, metavar="N",
+                        help="log calibration on held-out prompts every N steps (0: off)")
+    parser.add_argument("--monitor-prompts", type=int, default=64, help="held-out prompts the monitor samples")
+    parser.add_argument("--learning-rate", type=float, default=5e-5)
+    parser.add_argument("--lora", action="store_true", help="train a LoRA adapter (r 32 on q/v) instead of all weights")
+    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
     from transformers import AutoModelForCausalLM
@@ -32,20 +44,46 @@ def main():
 
     path = resolve_model_path(args.model)
     tokenizer = load_tokenizer(path)
-    train, _ = build_datasets(DataConfig(prompt_tokens=16, demo_tokens=24, num_train=64, num_eval=16), tokenizer)
+    data = DataConfig(prompt_tokens=16, demo_tokens=24, num_train=max(64, 8 * args.steps),
+                      num_eval=max(16, args.monitor_prompts))
+    train, held_out = build_datasets(data, tokenizer)
     scorer = AutoModelForCausalLM.from_pretrained(path).eval().requires_grad_(False)  # frozen π_0
-    reward = RCfDReward(LogLikelihoodReward(scorer, scorer, tokenizer, model_id=args.model),
-                        demo_column="demonstration")
+    loglik = LogLikelihoodReward(scorer, scorer, tokenizer, model_id=args.model)
+    reward = RCfDReward(loglik, demo_column="demonstration") if args.reward == "rcfd" else _plain(loglik)
     config = GRPOConfig(output_dir=args.out, use_cpu=True, max_steps=args.steps, per_device_train_batch_size=8,
-                        num_generations=4, max_completion_length=24, learning_rate=5e-5, beta=0.0,
-                        logging_steps=1, report_to="none", save_strategy="no", seed=0)
+                        num_generations=4, max_completion_length=24, learning_rate=args.learning_rate, beta=0.0,
+                        logging_steps=1, report_to="none", save_strategy="no", seed=args.seed, bf16=False)
+    peft_config = None
+    if args.lora:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=32, lora_alpha=64, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
     trainer = GRPOTrainer(model=AutoModelForCausalLM.from_pretrained(path), reward_funcs=[reward], args=config,
-                          train_dataset=train, processing_class=tokenizer)
+                          train_dataset=train, processing_class=tokenizer, peft_config=peft_config)
+    if args.monitor_every:
+        from rcfd.integrations.trl import CalibrationMonitor
+
+        monitor = CalibrationMonitor(trainer, held_out["prompt"][:args.monitor_prompts],
+                                     held_out["demonstration"][:args.monitor_prompts], [loglik],
+                                     every=args.monitor_every, reference=scorer, samples_per_prompt=2)
+        trainer.add_callback(monitor)
     trainer.train()
+    name = reward.__name__
     for record in trainer.state.log_history:
-        if "rewards/rcfd/mean" in record:
-            print(f"step {record['step']}: RCfD reward {record['rewards/rcfd/mean']:.4f}, "
+        if f"rewards/{name}/mean" in record:
+            print(f"step {record['step']}: {name} reward {record[f'rewards/{name}/mean']:.4f}, "
                   f"completion length {record.get('completions/mean_length', float('nan')):.1f}")
+        if "calibration/reward_z" in record:
+            print(f"step {record['step']}: calibration: reward {record['calibration/reward_z']:+.2f} demo std, "
+                  f"alignment {record['calibration/alignment']:.3f}, distinct-2 {record['calibration/distinct_2_rel']:+.1%}, "
+                  f"KL {record['calibration/kl_to_ref']:.2f}")
+
+
+def _plain(loglik):
+    """R itself, with TRL's reward signature (the run that over-optimizes)."""
+    def loglik_reward(prompts, completions, **kwargs):
+        return loglik(prompts, completions).tolist()
+    return loglik_reward
 
 
 if __name__ == "__main__":

@@ -1,0 +1,108 @@
+"""Latency and throughput of ``rcfd serve`` under concurrent OpenRLHF-shaped clients.
+
+Starts ``rcfd serve`` on loopback (by default the wiki-continuation task: loglik under the packaged
+SmolLM2-135M), warms it up, then C clients each send N requests of R rows (prompt + a fixed response,
+the demonstration as label) one after another. Prints and writes (``--out``) p50/p99 latency per
+request, requests and rows per second, and the machine. Run: ``python bench/serve_bench.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+
+def post(url: str, body: dict) -> list[float]:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=300) as resp:
+        return json.loads(resp.read())["rewards"]
+
+
+def cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--task", default="wiki-continuation")
+    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--requests", type=int, default=50, help="per client")
+    ap.add_argument("--rows", type=int, default=4, help="rollouts per request")
+    ap.add_argument("--out", help="JSON file for the figures")
+    args = ap.parse_args()
+
+    from rcfd.config import load_config
+    from rcfd.data import build_datasets
+    from rcfd.models import load_tokenizer, resolve_model_path
+    from rcfd.tasks import get_task
+
+    config = load_config(get_task(args.task).config_path)
+    train, _ = build_datasets(config.data, load_tokenizer(resolve_model_path(config.model.name)))
+    pairs = list(zip(train["prompt"][:64], train["demonstration"][:64]))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "rcfd", "serve", "--task", args.task, "--port", str(port), "--quiet"],
+                            env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                urllib.request.urlopen(url + "/health", timeout=1).read()
+                break
+            except OSError:
+                time.sleep(0.5)
+
+        def body(i: int) -> dict:
+            rows = [pairs[(i * args.rows + j) % len(pairs)] for j in range(args.rows)]
+            return {"query": [p + " and then it was over." for p, _ in rows], "prompts": [p for p, _ in rows],
+                    "labels": [d for _, d in rows]}
+
+        for i in range(len(pairs) // args.rows):  # warm-up: every demonstration's reward gets cached
+            post(url + "/get_reward", body(i))
+
+        def client(c: int) -> list[float]:
+            times = []
+            for j in range(args.requests):
+                t0 = time.perf_counter()
+                post(url + "/get_reward", body(c * args.requests + j))
+                times.append(time.perf_counter() - t0)
+            return times
+
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(args.clients) as pool:
+            latencies = sorted(t for ts in pool.map(client, range(args.clients)) for t in ts)
+        wall = time.perf_counter() - t0
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    n = len(latencies)
+    result = {
+        "task": args.task, "clients": args.clients, "requests": n, "rows_per_request": args.rows,
+        "p50_ms": 1000 * statistics.median(latencies), "p99_ms": 1000 * latencies[min(n - 1, int(0.99 * n))],
+        "requests_per_s": n / wall, "rows_per_s": n * args.rows / wall, "wall_s": wall,
+        "cpu": cpu_model(), "cores": os.cpu_count(),
+    }
+    print(json.dumps(result, indent=2))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
