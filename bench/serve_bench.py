@@ -3,7 +3,8 @@
 Starts ``rcfd serve`` on loopback (by default the wiki-continuation task: loglik under the packaged
 SmolLM2-135M), warms it up, then C clients each send N requests of R rows (prompt + a fixed response,
 the demonstration as label) one after another. Prints and writes (``--out``) p50/p99 latency per
-request, requests and rows per second, and the machine. Run: ``python bench/serve_bench.py``.
+request, requests and rows per second, and the machine, into bench/results/serve.json and
+bench/results/serve.md. Run: ``.venv/bin/python bench/serve_bench.py``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import sys
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 
 def post(url: str, body: dict) -> list[float]:
@@ -43,7 +45,8 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--requests", type=int, default=50, help="per client")
     ap.add_argument("--rows", type=int, default=4, help="rollouts per request")
-    ap.add_argument("--out", help="JSON file for the figures")
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "serve.json"),
+                    help="JSON file for the figures (a .md table is written next to it)")
     args = ap.parse_args()
 
     from rcfd.config import load_config
@@ -99,9 +102,17 @@ def main() -> None:
         "cpu": cpu_model(), "cores": os.cpu_count(),
     }
     print(json.dumps(result, indent=2))
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=2)
+    out = Path(args.out)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    out.with_suffix(".md").write_text(
+        "# rcfd serve under concurrent clients\n\n"
+        f"`.venv/bin/python bench/serve_bench.py --task {args.task} --clients {args.clients} "
+        f"--requests {args.requests} --rows {args.rows}` on {result['cpu']} ({result['cores']} cores).\n\n"
+        "| clients × requests | rows/request | p50 latency | p99 latency | requests/s | rows/s |\n|---|---|---|---|---|---|\n"
+        f"| {args.clients} × {args.requests} | {args.rows} | {result['p50_ms']:.0f} ms | {result['p99_ms']:.0f} ms | "
+        f"{result['requests_per_s']:.1f} | {result['rows_per_s']:.1f} |\n\n"
+        f"Reward: the task's ({args.task}: average log-likelihood under the packaged SmolLM2-135M), "
+        "demonstration rewards cached by a warm-up pass; every request answered.\n")
 
 
 if __name__ == "__main__":
