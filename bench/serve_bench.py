@@ -30,13 +30,15 @@ def post(url: str, body: dict) -> list[float]:
 
 
 def cpu_model() -> str:
+    """'model name (CPU family F, model M)' from /proc/cpuinfo: the name alone can be just 'AMD EPYC'."""
+    fields = {}
     try:
         for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
     except OSError:
-        pass
-    return platform.processor() or "unknown"
+        return platform.processor() or "unknown"
+    return f"{fields.get('model name', '?')} (CPU family {fields.get('cpu family', '?')}, model {fields.get('model', '?')})"
 
 
 def main() -> None:
