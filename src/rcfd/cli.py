@@ -12,7 +12,7 @@ from .errors import RcfdError
 
 
 EXAMPLES = """examples:
-  rcfd demo --out runs/demo                       # use case 1: beta0 vs kl vs rcfd, evaluated with base
+  rcfd demo --out runs/demo                       # use case 1: beta0 vs rcfd, evaluated with base
   rcfd train --task tiny --out runs/t --set objective.name=kl --set objective.beta=0.05
   rcfd train --task wiki-description --steps 4 --out runs/desc  # any preset of `rcfd tasks`
   rcfd train --resume runs/t                      # continue from the newest complete checkpoint
@@ -105,9 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "split used, instead of the held-out split: a second, larger sample")
     _common(e)
 
-    d = sub.add_parser("demo", help="embedded default: beta0 vs kl vs rcfd on use case 1, offline (--task for others)",
+    d = sub.add_parser("demo", help="embedded default: beta0 vs rcfd on use case 1, offline (--task for others)",
                        description="Train the task's demo runs with one budget and seed (default task "
-                                   "wiki-continuation: beta0, kl, rcfd on the packaged SmolLM2-135M and Wikipedia "
+                                   "wiki-continuation: beta0 and rcfd on the packaged SmolLM2-135M and Wikipedia "
                                    "extracts), evaluate them with the base model on held-out prompts, and write "
                                    "DIR/sweep.json (the record `rcfd sweep` writes). Finished runs in DIR are "
                                    "reused, so a rerun resumes.")
@@ -120,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--steps", type=int, help="RL steps per run (default: from the task's config)")
     _task_args(d)
     d.add_argument("--runs", help=f"comma-separated runs among {_demo_runs()} (default: the task's: "
-                                  f"{','.join(DEFAULT_RUNS)}; wiki-description: quality, rcfd and the α sweep)")
+                                  f"{','.join(DEFAULT_RUNS)}; positive-reviews: beta0,kl,rcfd; wiki-description: "
+                                  f"quality, rcfd and the α sweep)")
     _common(d)
 
     s = sub.add_parser("sweep", help="train a β (or α) grid plus RCfD with one budget and seed, then evaluate all",
@@ -303,14 +304,14 @@ def cmd_config(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .demo import run_demo
+    from .demo import DEFAULT_RUNS, run_demo
 
     from .tasks import get_task
 
     if args.runs:
         runs = tuple(r.strip() for r in args.runs.split(",") if r.strip())
     else:
-        runs = get_task(args.task).demo_runs if args.task and not args.config else ("beta0", "kl", "rcfd")
+        runs = DEFAULT_RUNS if args.config else get_task(args.task or "wiki-continuation").demo_runs
     common = dict(config_path=_task_config(args), steps=args.steps, overrides=args.overrides, runs=runs)
     if args.seeds is not None:
         from .seeds import parse_seeds, run_seeds

@@ -34,7 +34,7 @@ RUNS = {
 }
 RUN_HELP = {"sft": "supervised fine-tuning on the demonstrations with TRL", "dpo": "DPO on data.preference_source"}
 
-DEFAULT_RUNS = ("beta0", "kl", "rcfd")
+DEFAULT_RUNS = ("beta0", "rcfd")  # use case 1 (rcfd.tasks); `--runs beta0,kl,rcfd` adds the β baseline
 
 
 def demo_plan(runs) -> list[PlannedRun]:

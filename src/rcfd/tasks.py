@@ -27,7 +27,8 @@ class Task:
 TASKS = {t.name: t for t in [
     Task("wiki-continuation",
          "use case 1, offline: continue a Wikipedia extract; reward = average log-likelihood under the "
-         "frozen SmolLM2-135M (packaged); demonstration = the human continuation", "wiki"),
+         "frozen SmolLM2-135M (packaged); demonstration = the human continuation", "wiki",
+         demo_runs=("beta0", "rcfd")),  # the 20-minute budget goes to the two runs the finding is about
     Task("wiki-continuation-length",
          "use case 1 with two rewards, offline: log-likelihood and length (−tokens), for multi-reward "
          "RCfD and the weighted R_loglik + α·R_length baseline", "wiki-length"),
