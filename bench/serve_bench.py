@@ -3,8 +3,8 @@
 Starts ``rcfd serve`` on loopback (by default the wiki-continuation task: loglik under the packaged
 SmolLM2-135M), warms it up, then C clients each send N requests of R rows (prompt + a fixed response,
 the demonstration as label) one after another. Prints and writes (``--out``) p50/p99 latency per
-request, requests and rows per second, and the machine, into bench/results/serve.json and
-bench/results/serve.md. Run: ``.venv/bin/python bench/serve_bench.py``.
+request, requests and rows per second, and the machine, into bench/results/serve-TASK.json and
+serve-TASK.md. Run: ``.venv/bin/python bench/serve_bench.py [--task tiny]``.
 """
 
 from __future__ import annotations
@@ -47,8 +47,9 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--requests", type=int, default=50, help="per client")
     ap.add_argument("--rows", type=int, default=4, help="rollouts per request")
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "serve.json"),
-                    help="JSON file for the figures (a .md table is written next to it)")
+    ap.add_argument("--out", help="JSON file for the figures, a .md table next to it "
+                                   "(default: bench/results/serve-TASK.json)")
+    ap.add_argument("--note", default="", help="a sentence for the table, e.g. what else ran on the machine")
     args = ap.parse_args()
 
     from rcfd.config import load_config
@@ -68,7 +69,7 @@ def main() -> None:
     try:
         for _ in range(600):
             try:
-                urllib.request.urlopen(url + "/health", timeout=1).read()
+                health = json.loads(urllib.request.urlopen(url + "/health", timeout=1).read())
                 break
             except OSError:
                 time.sleep(0.5)
@@ -101,10 +102,10 @@ def main() -> None:
         "task": args.task, "clients": args.clients, "requests": n, "rows_per_request": args.rows,
         "p50_ms": 1000 * statistics.median(latencies), "p99_ms": 1000 * latencies[min(n - 1, int(0.99 * n))],
         "requests_per_s": n / wall, "rows_per_s": n * args.rows / wall, "wall_s": wall,
-        "cpu": cpu_model(), "cores": os.cpu_count(),
+        "cpu": cpu_model(), "cores": os.cpu_count(), "rewards": health["rewards"], "note": args.note,
     }
     print(json.dumps(result, indent=2))
-    out = Path(args.out)
+    out = Path(args.out or Path(__file__).parent / "results" / f"serve-{args.task}.json")
     out.write_text(json.dumps(result, indent=2) + "\n")
     out.with_suffix(".md").write_text(
         "# rcfd serve under concurrent clients\n\n"
@@ -113,8 +114,8 @@ def main() -> None:
         "| clients × requests | rows/request | p50 latency | p99 latency | requests/s | rows/s |\n|---|---|---|---|---|---|\n"
         f"| {args.clients} × {args.requests} | {args.rows} | {result['p50_ms']:.0f} ms | {result['p99_ms']:.0f} ms | "
         f"{result['requests_per_s']:.1f} | {result['rows_per_s']:.1f} |\n\n"
-        f"Reward: the task's ({args.task}: average log-likelihood under the packaged SmolLM2-135M), "
-        "demonstration rewards cached by a warm-up pass; every request answered.\n")
+        f"Rewards: the {args.task} preset's ({', '.join(health['rewards'])}; model {config.model.name}); "
+        f"demonstration rewards cached by a warm-up pass; every request answered. {args.note}\n")
 
 
 if __name__ == "__main__":
