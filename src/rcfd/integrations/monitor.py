@@ -38,7 +38,7 @@ from transformers import Trainer, TrainerCallback
 from ..errors import RcfdError
 from ..metrics import demo_z, relative
 from ..rewards.base import RewardStack, check_finite
-from ..rewards.callable import CallableReward
+from ..rewards.callable import as_reward
 
 logger = logging.getLogger("rcfd")
 
@@ -53,12 +53,8 @@ def reward_stack(rewards) -> RewardStack:
     for r in rewards:
         if hasattr(r, "stack") and isinstance(r.stack, RewardStack):  # RCfDReward
             members += r.stack.rewards
-        elif hasattr(r, "identity") and hasattr(r, "name"):
-            members.append(r)
-        elif callable(r):
-            members.append(CallableReward(r, getattr(r, "__name__", type(r).__name__)))
         else:
-            raise RcfdError(f"CalibrationMonitor: reward {r!r} is not callable")
+            members.append(as_reward(r, "CalibrationMonitor"))
     if not members:
         raise RcfdError("CalibrationMonitor needs at least one reward to watch")
     return RewardStack(members)

@@ -30,7 +30,7 @@ from ..errors import RcfdError
 from ..files import append_jsonl
 from ..objectives import rcfd
 from ..rewards.base import RewardStack, check_finite
-from ..rewards.callable import CallableReward
+from ..rewards.callable import as_reward
 from .monitor import CalibrationMonitor
 
 __all__ = ["CalibrationMonitor", "RCfDReward", "as_text"]
@@ -66,15 +66,7 @@ class RCfDReward:
         rewards = list(rewards) if isinstance(rewards, (list, tuple)) else [rewards]
         if not rewards:
             raise RcfdError("RCfDReward needs at least one base reward")
-        wrapped = []
-        for r in rewards:
-            if hasattr(r, "identity") and hasattr(r, "name"):
-                wrapped.append(r)
-            elif callable(r):
-                wrapped.append(CallableReward(r, getattr(r, "__name__", type(r).__name__)))
-            else:
-                raise RcfdError(f"RCfDReward: base reward {r!r} is not callable")
-        self.stack = RewardStack(wrapped)
+        self.stack = RewardStack([as_reward(r, "RCfDReward") for r in rewards])
         self.demo_column = demo_column
         self.__name__ = name  # TRL names reward functions by __name__
         self.cache_file = Path(cache_file) if cache_file else None

@@ -36,3 +36,13 @@ class CallableReward:
 
     def __call__(self, prompts, completions, **kwargs) -> torch.Tensor:
         return torch.as_tensor(self.fn(prompts, completions, **kwargs), dtype=torch.float32)
+
+
+def as_reward(r, owner: str):
+    """An rcfd reward (one with ``identity()`` and ``name``) as it is; a TRL-signature callable wrapped in
+    :class:`CallableReward`; anything else a one-line error naming ``owner``."""
+    if hasattr(r, "identity") and hasattr(r, "name"):
+        return r
+    if callable(r):
+        return CallableReward(r, getattr(r, "__name__", type(r).__name__))
+    raise RcfdError(f"{owner}: reward {r!r} is not callable")
