@@ -253,5 +253,6 @@ def serve(config, *, host: str = "127.0.0.1", port: int = 5000, labels: str = "t
                     batch_wait_ms=batch_wait_ms)
     print(f"rcfd serve: RCfD over {', '.join(service.reward_names)} at http://{host}:{port}{PATH} "
           f"(OpenRLHF: --remote_rm_url http://{host}:{port}{PATH}); Ctrl-C stops", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    # Graceful shutdown waits for requests in flight, but not forever (a client may have gone away).
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=10)
     print(f"rcfd serve: stopped after {service.requests} requests", flush=True)
