@@ -86,7 +86,7 @@ def test_weighted_objective_is_quality_plus_alpha_times_the_rest():
 def test_the_demos_quality_run_trains_on_quality_alone_and_is_scored_on_every_reward():
     from rcfd.demo import RUNS
 
-    config = load_config(get_task("wiki-description").config_path, RUNS["quality"])
+    config = load_config(get_task("wiki-description").config_path, RUNS["quality"].overrides)
     assert config.reward.names == ["similarity", "length"]  # evaluated on the plane of the α sweep
     r = torch.tensor([[0.9, -24.0], [0.4, -3.0]])
     assert torch.equal(objective_values(config.objective.name, r, alpha=config.objective.alpha), r[:, 0])
