@@ -100,6 +100,22 @@ def test_rcfd_batch_advantage_by_hand():
         rcfd_batch_advantages(r[:2], demo[:2], 2)
 
 
+def test_pooled_gaps_by_hand():
+    from rcfd.objectives import pool_gaps
+
+    step1 = torch.tensor([2.0, 4.0], dtype=torch.float64)  # gaps summing to 2 over 4 prompts
+    pooled, carried = pool_gaps(step1, None, memory=2)
+    assert pooled.tolist() == [2.0, 4.0] and carried.tolist() == [1.0, 2.0]  # weight 1/2 one step back
+    pooled, carried = pool_gaps(torch.tensor([-6.0, 4.0], dtype=torch.float64), carried, memory=2)
+    assert pooled.tolist() == [-5.0, 6.0] and carried.tolist() == [-2.5, 3.0]  # two back: 1/4
+    assert pool_gaps(step1, None, memory=0) == (step1, None)  # off: this step alone
+    # with the pool, prompt 0's factor is the mean gap of its 3 batch neighbours and the pooled past
+    r = torch.tensor([[1.0], [3.0], [0.0], [4.0], [5.0], [5.0]])
+    demo = torch.tensor([[1.0]] * 4 + [[8.0]] * 2)  # gaps 1, 1, −3 (sum −1)
+    a = rcfd_batch_advantages(r, demo, 2, gap_sum=torch.tensor([-1.0 + 4.0]), num_prompts=3 + 2.0)
+    assert torch.allclose(a[:2], -((1 - 3 + 4) / 4) * torch.tensor([-2.0, 2.0]))
+
+
 def test_rcfd_batch_advantage_is_unbiased_for_the_batch_gap():
     """Each prompt's policy is a two-outcome one with its own p. With these fixed prompts
     E[A_i ∇log π] = −ḡ_{−x} ∇μ_x, ḡ_{−x} the other prompts' mean gap μ_z − R_d(z); with prompts drawn

@@ -78,11 +78,12 @@ def test_resume_with_a_frozen_first_step_scale_continues_exactly(tmp_path, tiny_
 
 
 BATCH_SGD = ("train.num_generations=4", "objective.name=rcfd-batch", "train.advantage=rloo", "train.optimizer=sgd",
-             "train.momentum=0.9", "train.learning_rate=0.1")
+             "train.momentum=0.9", "train.learning_rate=0.1", "objective.gap_memory=4")
 
 
 def test_rcfd_batch_with_sgd_momentum_resumes_exactly(tmp_path, tiny_config):
-    """The SGD momentum buffers live in the checkpoint like Adam's moments: 2 + 2 steps = 4 steps."""
+    """The SGD momentum buffers live in the checkpoint like Adam's moments, and rcfd-batch's pool of past
+    gaps (objective.gap_memory) with them: 2 + 2 steps = 4 steps."""
     from rcfd.trainer import Trainer
 
     straight, split = tmp_path / "straight", tmp_path / "split"

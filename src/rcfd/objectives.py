@@ -183,6 +183,18 @@ def rcfd_batch_advantages(rewards: torch.Tensor, demo_rewards: torch.Tensor, k: 
     return (terms / (terms.std(0, keepdim=True, unbiased=False) + 1e-8)).sum(-1)
 
 
+def pool_gaps(totals: torch.Tensor, past: torch.Tensor | None, memory: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """rcfd-batch's gap totals pooled with past steps' (``objective.gap_memory``, an extension).
+
+    ``totals`` = [Σ_z g_z (K values), number of prompts] of this step; ``past`` the same, decayed, of the
+    steps before. Returns (this step's pooled totals, the pool to carry to the next step): the prompts of
+    the step j steps back count (1 − 1/memory)^j, so ḡ_{−x} averages about ``memory`` steps of prompts,
+    all of them other than x and so still independent of y_i. ``memory`` 0: this step alone."""
+    pooled = totals if past is None else totals + past
+    carried = (1 - 1 / memory) * pooled if memory else None
+    return pooled, carried
+
+
 def ppo_clip_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
                   eps: float) -> torch.Tensor:
     """PPO-clip loss per sequence [B]: −mean_t min(ρ_t A, clip(ρ_t, 1−ε, 1+ε) A) over the completion's

@@ -35,7 +35,8 @@ from .evaluate import evaluate, evaluate_components
 from .files import append_jsonl, save_torch
 from .logprobs import reference_logprobs, token_logprobs
 from .models import describe
-from .objectives import ADVANTAGE_OBJECTIVES, advantages_from, beta_at, objective_values, ppo_clip_loss, prompt_gaps
+from .objectives import (ADVANTAGE_OBJECTIVES, advantages_from, beta_at, objective_values, pool_gaps, ppo_clip_loss,
+                         prompt_gaps)
 from .rewards.base import check_finite
 from .rewards.demo_cache import demo_rewards
 from .rundir import DEMO_REWARDS, METRICS, SAMPLES, RunDir
@@ -161,6 +162,7 @@ class Trainer:
         self.step_idx = 0
         self.skipped = 0
         self.first_advantage_std = None  # train.advantage_scale=first: frozen after step 1
+        self.past_gaps = None  # objective.gap_memory: decayed [sum of past prompts' gaps (K)..., their count]
         self.demo_eval = None  # demonstration rewards of the eval_every subset, computed on first use
         self.metrics_path = self.run.metrics_path
         self.samples_path = self.run.samples_path
@@ -186,6 +188,8 @@ class Trainer:
         state = ckpt.load_checkpoint(path, self.policy, self.optimizer)
         self.step_idx, self.skipped = state["step"], state["skipped"]
         self.first_advantage_std = state.get("first_advantage_std")
+        past = state.get("past_gaps")
+        self.past_gaps = torch.tensor(past, dtype=torch.float64) if past is not None else None
         if self.procs.world > 1:  # the checkpoint holds the main process's RNG state
             torch.manual_seed(self.config.train.seed + 1_000_003 * self.procs.rank + self.step_idx)
         if not self.procs.is_main:
@@ -205,6 +209,7 @@ class Trainer:
         if not self.procs.is_main:
             return None
         state = {"step": self.step_idx, "skipped": self.skipped, "first_advantage_std": self.first_advantage_std,
+                 "past_gaps": self.past_gaps.tolist() if self.past_gaps is not None else None,
                  "beta": self.beta(self.step_idx), "config": self.config.to_dict()}
         extra = [self.metrics_path, self.samples_path]
         if self.demo_train is not None:
@@ -265,8 +270,9 @@ class Trainer:
         gap_sum = num_prompts = None
         if c.objective.name == "rcfd-batch":  # the mean gap is the whole batch's, over every process
             gaps = prompt_gaps(rewards, demo, k)
-            totals = self.procs.sum(torch.cat([gaps.sum(0), torch.tensor([float(len(gaps))])]))
-            gap_sum, num_prompts = totals[:-1], int(totals[-1])
+            totals = self.procs.sum(torch.cat([gaps.sum(0), torch.tensor([float(len(gaps))])])).double()
+            pooled, self.past_gaps = pool_gaps(totals, self.past_gaps, c.objective.gap_memory)
+            gap_sum, num_prompts = pooled[:-1].to(rewards.dtype), float(pooled[-1])
         objective = objective_values(c.objective.name, rewards, demo_rewards=demo, logratio=logratio, beta=beta,
                                      alpha=c.objective.alpha, k=k, gap_sum=gap_sum, num_prompts=num_prompts)
         advantages = self.advantages(objective)
