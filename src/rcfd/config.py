@@ -116,7 +116,8 @@ class ObjectiveConfig:
     alpha: float = 1.0
     """Weight of the second and later rewards (objective 'weighted')."""
     gap_memory: float = 0.0
-    """'rcfd-batch' only: the mean gap ḡ also pools the gaps of past steps' prompts, step j back weighted
+    """Objective 'rcfd-batch' (other objectives ignore it, so a preset can set it for its RCfD run): the
+    mean gap ḡ also pools the gaps of past steps' prompts, step j back weighted
     (1 − 1/gap_memory)^j (an extension: the batch's own 8-ish prompts make ḡ too noisy to hold the
     policy on target). 0 uses this step's batch alone."""
 
@@ -383,8 +384,6 @@ def validate(c: Config) -> None:
     _require(c.objective.beta >= 0, f"objective.beta must be >= 0, got {c.objective.beta}")
     _require(c.objective.gap_memory == 0 or c.objective.gap_memory >= 1,
              f"objective.gap_memory must be 0 (off) or at least 1 step, got {c.objective.gap_memory}")
-    _require(c.objective.gap_memory == 0 or c.objective.name == "rcfd-batch",
-             "objective.gap_memory pools rcfd-batch's gaps; set objective.name=rcfd-batch or gap_memory=0")
     _require(c.objective.beta_end is None or c.objective.beta_end >= 0,
              f"objective.beta_end must be >= 0, got {c.objective.beta_end}")
     for key in ("steps", "batch_size", "micro_batch_size", "num_minibatches", "ppo_epochs", "num_generations",
