@@ -127,9 +127,9 @@ class RewardService:
             mine, start = values[start:start + n], start + n
             try:
                 check_finite(mine, "the reward")
+                # Finite already: parse() checks precomputed labels, RCfDReward.demo_rewards what it computes.
                 demo = r.demo_rewards if r.demo_rewards is not None else self.reward.demo_rewards(r.prompts,
                                                                                                  r.demonstrations)
-                check_finite(demo, "a demonstration reward")
                 out.append(rcfd(mine, demo).tolist() if n else [])
             except RcfdError as exc:
                 out.append(BadRequest(500, str(exc).splitlines()[0]))
