@@ -4,6 +4,7 @@ import torch
 from rcfd.rewards import CallableReward, LogLikelihoodReward, build_rewards
 from rcfd.errors import NonFiniteError, RcfdError
 from rcfd.rewards.base import RewardStack, check_finite
+from rcfd.rewards.loglik import loglik_statistic
 
 
 
@@ -26,6 +27,37 @@ def test_loglik_reward_matches_hand_computation(tiny_model, tiny_tokenizer):
     expected = [_manual_avg_loglik(tiny_model, tiny_tokenizer, p, c) for p, c in zip(prompts, completions)]
     assert got.shape == (2,)
     assert torch.allclose(got.double(), torch.tensor(expected, dtype=torch.float64), atol=1e-4)
+
+
+def test_loglik_statistics_by_hand():
+    # Row 0: five tokens [-1, -2, -3, -4, -5]: head = first 3, tail = last 2. Row 1: one token (tail = head).
+    logp = torch.tensor([[-1.0, -2.0, -3.0, -4.0, -5.0], [-2.0, 0.0, 0.0, 0.0, 0.0]])
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 0, 0, 0, 0]])
+    assert loglik_statistic(logp, mask, "mean").tolist() == [-3.0, -2.0]
+    assert loglik_statistic(logp, mask, "head").tolist() == [-2.0, -2.0]
+    assert loglik_statistic(logp, mask, "tail").tolist() == [-4.5, -2.0]
+    assert torch.allclose(loglik_statistic(logp, mask, "spread"), torch.tensor([2.0 ** 0.5, 0.0]))
+    # A loop: one unlikely start, then predictable repeats, averages like a natural text but not by halves.
+    natural = torch.tensor([[-3.0, -3.0, -3.0, -3.0]])
+    loop = torch.tensor([[-6.5, -4.5, -0.5, -0.5]])
+    full = torch.ones(1, 4)
+    assert loglik_statistic(loop, full).item() == loglik_statistic(natural, full).item()
+    assert loglik_statistic(loop, full, "head").item() == -5.5
+    assert loglik_statistic(loop, full, "tail").item() == -0.5
+    with pytest.raises(ValueError, match="statistic"):
+        loglik_statistic(logp, mask, "median")
+
+
+def test_loglik_statistic_rewards_share_the_reference_pass(tiny_model, tiny_tokenizer):
+    stack = build_rewards(["loglik", "loglik-head", "loglik-tail", "loglik-spread"], policy=tiny_model,
+                          reference=tiny_model, tokenizer=tiny_tokenizer, model_id="tiny")
+    assert stack.names == ["loglik", "loglik-head", "loglik-tail", "loglik-spread"]
+    assert len({r.identity() for r in stack.rewards}) == 4  # separate demonstration-reward cache keys
+    values = stack(["The city of Paris"], [" is the capital of France."])
+    mean, head, tail, spread = values[0].tolist()
+    assert head != tail and spread > 0
+    n = len(tiny_tokenizer(" is the capital of France.", add_special_tokens=False)["input_ids"])
+    assert abs(mean - (head * ((n + 1) // 2) + tail * (n // 2)) / n) < 1e-5
 
 
 def test_callable_reward_and_stack():

@@ -48,6 +48,8 @@ def _reward_model(ctx):
 # Keyed by rcfd.registry.REWARDS; the scorers with heavy dependencies import on use.
 BUILDERS = {
     "loglik": lambda ctx: LogLikelihoodReward(ctx.policy, ctx.reference, ctx.tokenizer, ctx.model_id),
+    **{f"loglik-{s}": (lambda ctx, s=s: LogLikelihoodReward(ctx.policy, ctx.reference, ctx.tokenizer, ctx.model_id,
+                                                            statistic=s)) for s in ("head", "tail", "spread")},
     "length": lambda ctx: LengthReward(ctx.tokenizer),
     "sentiment": _sentiment,
     "vader": _vader,

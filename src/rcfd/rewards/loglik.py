@@ -2,6 +2,17 @@
 
 The paper prints −(1/|y|)·log π_θ0(x|y); the values it reports (−0.19 for β = 0, −1.95 for humans)
 match (1/|y|)·log π_θ0(y|x), which is what we compute.
+
+Statistics beyond the mean (an extension, not the paper's): a scalar average can be met by degenerate
+text, e.g. a loop whose first tokens are unlikely and whose repeats are predictable averages to the
+demonstrations' log-likelihood. Calibrating several statistics of the same per-token values at once
+(``reward.names=[loglik-head, loglik-tail]``, multi-reward RCfD) closes that door: such a loop is too
+unlikely in its first half and too likely in its second.
+
+* ``loglik``: mean over the completion's tokens;
+* ``loglik-head`` / ``loglik-tail``: mean over its first ⌈n/2⌉ / last ⌊n/2⌋ tokens (a one-token
+  completion has an empty tail, scored as its head);
+* ``loglik-spread``: population standard deviation of the per-token log-likelihoods.
 """
 
 from __future__ import annotations
@@ -11,23 +22,45 @@ import torch
 from ..logprobs import encode_pairs, reference_logprobs
 
 
-class LogLikelihoodReward:
-    name = "loglik"
+def loglik_statistic(ref_logprobs: torch.Tensor, mask: torch.Tensor, statistic: str = "mean") -> torch.Tensor:
+    """[B] statistic of the per-token log-likelihoods ``ref_logprobs`` [B, C] over ``mask``'s tokens."""
+    mask = mask.to(ref_logprobs.dtype)
+    values = ref_logprobs * mask
+    n = mask.sum(-1).clamp(min=1)
+    mean = values.sum(-1) / n
+    if statistic == "mean":
+        return mean
+    if statistic == "spread":
+        return ((((ref_logprobs - mean[:, None]) * mask) ** 2).sum(-1) / n).sqrt()
+    position = mask.cumsum(-1)  # 1-based index among real tokens
+    head = mask * (position <= torch.ceil(n / 2)[:, None])
+    if statistic == "head":
+        part = head
+    elif statistic == "tail":
+        part = mask - head
+        part = torch.where(part.sum(-1, keepdim=True) > 0, part, head)
+    else:
+        raise ValueError(f"unknown log-likelihood statistic {statistic!r}")
+    return (ref_logprobs * part).sum(-1) / part.sum(-1).clamp(min=1)
 
-    def __init__(self, policy, reference, tokenizer, model_id: str, micro_batch_size: int = 16):
+
+class LogLikelihoodReward:
+    def __init__(self, policy, reference, tokenizer, model_id: str, micro_batch_size: int = 16,
+                 statistic: str = "mean"):
         self.policy = policy
         self.reference = reference
         self.tokenizer = tokenizer
         self.model_id = model_id
         self.micro_batch_size = micro_batch_size
+        self.statistic = statistic
+        self.name = "loglik" if statistic == "mean" else f"loglik-{statistic}"
 
     def identity(self) -> str:
-        return f"loglik:{self.model_id}"
+        return f"{self.name}:{self.model_id}"
 
     def __call__(self, prompts, completions, rollout=None, ref_logprobs=None, **_) -> torch.Tensor:
         if rollout is None:
             rollout = encode_pairs(self.tokenizer, prompts, completions)
         if ref_logprobs is None:
             ref_logprobs = reference_logprobs(self.policy, self.reference, rollout, self.micro_batch_size)
-        lengths = rollout.lengths().clamp(min=1)
-        return ref_logprobs.sum(-1) / lengths
+        return loglik_statistic(ref_logprobs, rollout.completion_mask, self.statistic)
