@@ -69,8 +69,9 @@ def run_sft(config, out_dir, *, epochs: float = 1.0, learning_rate: float = 2e-4
     trl = _trl()
     t0 = time.perf_counter()
     run, components = _load(config, out_dir, progress)
-    train = components.train_ds.map(lambda row: {"prompt": row["prompt"], "completion": row["demonstration"]},
-                                    remove_columns=components.train_ds.column_names)
+    labelled = components.train_ds.filter(lambda row: bool(row["demonstration"].strip()))  # data.demo_fraction
+    train = labelled.map(lambda row: {"prompt": row["prompt"], "completion": row["demonstration"]},
+                         remove_columns=labelled.column_names)
     args = trl.SFTConfig(**_trl_args(config, out_dir, "sft", epochs=epochs, learning_rate=learning_rate,
                                      progress=progress))
     sft = trl.SFTTrainer(model=components.policy, args=args, train_dataset=train,

@@ -23,6 +23,7 @@ EXAMPLES = """examples:
   rcfd sft --out runs/sft                         # baseline: fine-tune on the demonstrations
   rcfd dpo --task tldr --out runs/dpo             # baseline: DPO on preference pairs (needs internet)
   rcfd serve --task wiki-continuation --port 5000 # RCfD rewards for OpenRLHF's --remote_rm_url
+  rcfd target-model train --task positive-reviews --set data.demo_fraction=0.25 --out runs/target
 """
 
 
@@ -222,6 +223,28 @@ def build_parser() -> argparse.ArgumentParser:
     rmt.add_argument("--seed", type=int, default=0, help="split and solver seed (default: 0)")
     rmt.add_argument("--out", type=Path, required=True, help="directory to write model.joblib and meta.json")
     _common(rmt)
+
+    tm = sub.add_parser("target-model", help="predict demonstration rewards from prompts (RCfD without a "
+                                             "demonstration for every prompt)")
+    tm_sub = tm.add_subparsers(dest="tm_command", required=True, metavar="ACTION")
+    tmt = tm_sub.add_parser("train", help="fit ridge regression from prompt embeddings to R(x, y_demo), report "
+                                          "held-out R² and calibration error",
+                            description="Fit a target model on the training prompts of a config that have a "
+                                        "demonstration (data.demo_fraction leaves out the rest): ridge regression, its "
+                                        "ridge chosen by 5-fold cross-validation, from frozen prompt embeddings to the "
+                                        "demonstrations' rewards; scored on a held-out share of those prompts, then "
+                                        "refitted on all. Use it with --set objective.target=mixed (or predicted) "
+                                        "--set objective.target_model=OUT, with the same data and reward settings.")
+    _task_args(tmt, "the data and rewards")
+    tmt.add_argument("--embedder", default="minilm", choices=("minilm", "policy"),
+                     help="prompt features: 'minilm' (packaged all-MiniLM-L6-v2, default) or 'policy' (the base "
+                          "model's last hidden state, averaged over the prompt)")
+    tmt.add_argument("--heldout-fraction", type=float, default=0.2,
+                     help="share of the demonstrated prompts kept out of the fit to score it (default: 0.2)")
+    tmt.add_argument("--seed", type=int, default=0, help="seed of the held-out split (default: 0)")
+    tmt.add_argument("--out", type=Path, required=True,
+                     help="directory to write target_model.safetensors and target_model.json")
+    _common(tmt)
     return parser
 
 
@@ -366,6 +389,23 @@ def cmd_reward_model(args) -> int:
     return 0
 
 
+def cmd_target_model(args) -> int:
+    from .config import load_config
+    from .targets import train_target_model
+
+    config = load_config(_task_config(args), list(args.overrides))
+    model = train_target_model(config, args.out, embedder=args.embedder, heldout_fraction=args.heldout_fraction,
+                               seed=args.seed, progress=not args.quiet)
+    m = model.meta
+    print(f"fitted on {m['n_fit']} + {m['n_heldout']} held-out prompts with a demonstration "
+          f"({args.embedder} embedder, ridge {m['ridge']:g})")
+    for name, score in zip(m["reward_names"], m["heldout"]):
+        print(f"  {name}: held-out R² {score['r2']:.3f}, calibration error {score['calibration_error_std']:.3f} "
+              f"and bias {score['bias_std']:+.3f} (in the demonstrations' std)")
+    print(f"written to {args.out}; use it with --set objective.target=mixed --set objective.target_model={args.out}")
+    return 0
+
+
 def cmd_baseline(args) -> int:
     from .baselines import run_dpo, run_sft
     from .config import load_config
@@ -428,7 +468,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_libraries()
     handlers = {"train": cmd_train, "eval": cmd_eval, "demo": cmd_demo, "sweep": cmd_sweep, "report": cmd_report,
-                "tasks": cmd_tasks, "config": cmd_config, "serve": cmd_serve, "reward-model": cmd_reward_model, "sft": cmd_baseline, "dpo": cmd_baseline}
+                "tasks": cmd_tasks, "config": cmd_config, "serve": cmd_serve, "reward-model": cmd_reward_model, "target-model": cmd_target_model, "sft": cmd_baseline, "dpo": cmd_baseline}
     try:
         return handlers[args.command](args)
     except RcfdError as exc:

@@ -48,8 +48,7 @@ def build_components(config, *, rank: int = 0, world: int = 1, progress: bool = 
     from .data import build_datasets
     from .models import load_policy
     from .rewards import build_rewards
-    from .rewards.base import check_finite
-    from .rewards.demo_cache import demo_rewards
+    from .targets import training_targets
 
     c = config
     if c.train.threads:
@@ -61,15 +60,13 @@ def build_components(config, *, rank: int = 0, world: int = 1, progress: bool = 
     train_ds, eval_ds = build_datasets(c.data, tokenizer)
     rewards = build_rewards(c.reward.names, policy=policy, reference=reference, tokenizer=tokenizer,
                             model_id=c.model.name, config=c.reward, progress=progress)
-    demo_train = None
+    components = Components(policy, tokenizer, reference, train_ds, eval_ds, rewards)
     wanted = c.objective.name in DEMO_OBJECTIVES if with_demo_rewards is None else with_demo_rewards
     if wanted and demo_rewards_from is not None and Path(demo_rewards_from).exists():
-        demo_train = torch.load(demo_rewards_from)
-    elif wanted:
-        demo_train = demo_rewards(rewards, train_ds, tokenizer, c.generation.max_new_tokens,
-                                  desc="demonstration rewards (train)", progress=progress)
-        check_finite(demo_train, "a demonstration reward")
-    return Components(policy, tokenizer, reference, train_ds, eval_ds, rewards, demo_train)
+        components.demo_train = torch.load(demo_rewards_from)
+    elif wanted:  # R(x, y_demo), or a target model's prediction of it (objective.target)
+        components.demo_train = training_targets(c, components, progress=progress)
+    return components
 
 
 def load_weights(policy, run: RunDir) -> str:

@@ -78,6 +78,10 @@ class DataConfig:
     """Column of preference_source with the dispreferred completion."""
     split_seed: int = 0
     """Seed of the train/validation split (kept apart from train.seed so every run sees the same split)."""
+    demo_fraction: float = 1.0
+    """Share of the training prompts that keep their demonstration (the first ones of the split's random
+    order); the others have none, as in prompt sets with demonstrations for some prompts only. RCfD
+    objectives then need objective.target=mixed (or predicted). Held-out prompts always keep theirs."""
 
 
 @dataclass
@@ -120,6 +124,14 @@ class ObjectiveConfig:
     mean gap ḡ also pools the gaps of past steps' prompts, step j back weighted
     (1 − 1/gap_memory)^j (an extension: the batch's own 8-ish prompts make ḡ too noisy to hold the
     policy on target). 0 uses this step's batch alone."""
+    target: str = "demo"
+    """What RCfD objectives calibrate to: 'demo' (R(x, y_demo) of the prompt's own demonstration: the
+    paper's), 'predicted' (a target model's prediction of R(x, y_demo) from the prompt, for every prompt:
+    a denoised target) or 'mixed' (the demonstration where the prompt has one, the prediction elsewhere).
+    'predicted' and 'mixed' are extensions and need objective.target_model."""
+    target_model: typing.Optional[str] = None
+    """Directory written by `rcfd target-model train` (objective.target predicted or mixed); it must have
+    been fitted for the same rewards."""
 
 
 @dataclass
@@ -384,6 +396,12 @@ def validate(c: Config) -> None:
     _require(c.objective.beta >= 0, f"objective.beta must be >= 0, got {c.objective.beta}")
     _require(c.objective.gap_memory == 0 or c.objective.gap_memory >= 1,
              f"objective.gap_memory must be 0 (off) or at least 1 step, got {c.objective.gap_memory}")
+    _require(c.objective.target in ("demo", "predicted", "mixed"),
+             f"objective.target must be 'demo', 'predicted' or 'mixed', got '{c.objective.target}'")
+    _require(c.objective.target == "demo" or c.objective.target_model,
+             f"objective.target={c.objective.target} needs objective.target_model=DIR; fit one with "
+             f"`rcfd target-model train` (or set objective.target=demo)")
+    _require(0 < c.data.demo_fraction <= 1, f"data.demo_fraction must be in (0, 1], got {c.data.demo_fraction}")
     _require(c.objective.beta_end is None or c.objective.beta_end >= 0,
              f"objective.beta_end must be >= 0, got {c.objective.beta_end}")
     for key in ("steps", "batch_size", "micro_batch_size", "num_minibatches", "ppo_epochs", "num_generations",

