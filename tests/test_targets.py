@@ -107,6 +107,7 @@ def test_target_config_errors(tiny_config):
         tiny_config("data.demo_fraction=0")
 
 
+@pytest.mark.slow
 def test_target_model_cli_then_train(tmp_path, capsys):
     """`rcfd target-model train`, then an RCfD run with demonstrations for a quarter of its prompts."""
     assert main(["target-model", "train", "--task", "tiny", "--set", "data.demo_fraction=0.25", "--embedder", "policy",
@@ -117,3 +118,58 @@ def test_target_model_cli_then_train(tmp_path, capsys):
                  "--set", "data.demo_fraction=0.25", "--set", "objective.target=mixed",
                  "--set", f"objective.target_model={tmp_path / 'tm'}"]) == 0
     assert (tmp_path / "run" / "final").exists()
+
+
+def test_group_by_prompt_by_hand():
+    from rcfd.data import group_by_prompt
+
+    rows = [{"prompt": p, "demonstration": d, "long_demonstration": d}
+            for p, d in [("a", "1"), ("b", "2"), ("a", "3"), ("c", ""), ("a", "4"), ("c", "5"), ("c", "6")]]
+    grouped = group_by_prompt(rows, min_demonstrations=2, max_demonstrations=2)
+    assert [(r["prompt"], r["demonstrations"], r["demonstration"]) for r in grouped] == [
+        ("a", ["1", "3"], "1"), ("c", ["5", "6"], "5")]  # b has one; c's empty one does not count
+    assert [r["prompt"] for r in group_by_prompt(rows)] == ["a", "b", "c"]
+
+
+def _several_demos_file(path, n=12):
+    words = "the cat sat on a mat and then ran far away".split()
+    rows = [{"prompt": f"Story {i}: once", "demonstration": [" " + " ".join(words[:2 + (i + j) % 5]) for j in range(3)]}
+            for i in range(n)]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+def test_demonstration_targets_mean_and_second_moment(tmp_path, tiny_config):
+    from rcfd.data import build_datasets
+    from rcfd.models import load_tokenizer, resolve_model_path
+    from rcfd.rewards import build_rewards
+    from rcfd.targets import demonstration_targets
+
+    config = tiny_config(f"data.source={_several_demos_file(tmp_path / 'd.jsonl')}", "data.num_eval=2")
+    tokenizer = load_tokenizer(resolve_model_path(config.model.name))
+    train, _ = build_datasets(config.data, tokenizer)
+    assert all(len(d) == 3 for d in train["demonstrations"]) and train["demonstration"][0] == train["demonstrations"][0][0]
+    count = build_rewards(["reward_fixtures:word_count"], policy=None, reference=None, tokenizer=tokenizer, model_id="x")
+    got = demonstration_targets(count, train, tokenizer, 16, second_moment=True, progress=False)
+    for row, demos in enumerate(train["demonstrations"]):
+        n = [len(d.split()) for d in demos]
+        assert got[row].tolist() == pytest.approx([sum(n) / 3, sum(x * x for x in n) / 3])
+
+
+@pytest.mark.slow
+def test_match_spread_trains_and_refuses_single_demonstrations(tmp_path, tiny_config):
+    from rcfd.components import build_components
+    from rcfd.objectives import with_second_moments
+
+    assert with_second_moments(torch.tensor([[2.0], [-3.0]])).tolist() == [[2.0, 4.0], [-3.0, 9.0]]
+    spread = ["objective.name=rcfd-mean", "objective.match_spread=true", "train.num_generations=2",
+              "train.advantage=rloo"]
+    with pytest.raises(RcfdError, match="rcfd-mean matches each prompt's reward spread.*min_demonstrations=2"):
+        build_components(tiny_config(*spread), progress=False)
+    with pytest.raises(RcfdError, match="data.min_demonstrations"):
+        tiny_config("data.min_demonstrations=9")
+    data = _several_demos_file(tmp_path / "d.jsonl")
+    assert main(["train", "--task", "tiny", "--out", str(tmp_path / "run"), "--steps", "2", "--no-eval", "--quiet",
+                 "--set", f"data.source={data}", "--set", "data.num_eval=2", *[a for s in spread for a in ("--set", s)]]) == 0
+    targets = torch.load(tmp_path / "run" / "demo_rewards.pt")
+    assert targets.shape == (10, 2) and (targets[:, 1] > targets[:, 0] ** 2).all()  # E[R²] > E[R]²: a spread

@@ -78,6 +78,14 @@ class DataConfig:
     """Column of preference_source with the dispreferred completion."""
     split_seed: int = 0
     """Seed of the train/validation split (kept apart from train.seed so every run sees the same split)."""
+    group_demonstrations: bool = False
+    """Merge rows with the same prompt into one prompt with several demonstrations (e.g. reviews that open
+    with the same words, with a short data.prompt_tokens): RCfD's target is then their mean reward
+    (objective.match_spread also matches their spread). A list-valued demonstration column does the same."""
+    min_demonstrations: int = 1
+    """With group_demonstrations: drop prompts with fewer demonstrations than this."""
+    max_demonstrations: int = 8
+    """With group_demonstrations: keep at most this many demonstrations per prompt (the first ones)."""
     demo_fraction: float = 1.0
     """Share of the training prompts that keep their demonstration (the first ones of the split's random
     order); the others have none, as in prompt sets with demonstrations for some prompts only. RCfD
@@ -124,6 +132,12 @@ class ObjectiveConfig:
     mean gap ḡ also pools the gaps of past steps' prompts, step j back weighted
     (1 − 1/gap_memory)^j (an extension: the batch's own 8-ish prompts make ḡ too noisy to hold the
     policy on target). 0 uses this step's batch alone."""
+    match_spread: bool = False
+    """Objectives 'rcfd-mean' (per prompt) and 'rcfd-batch' (over the batch; other objectives ignore it, so a
+    preset can set it for its RCfD run): calibrate the second moment of
+    each reward as well as its mean, so the policy's reward distribution matches the spread of the
+    demonstrations' and not only their mean (an extension; rcfd-mean needs several demonstrations per
+    prompt, see data.group_demonstrations). Implemented as RCfD on the rewards (R, R²)."""
     target: str = "demo"
     """What RCfD objectives calibrate to: 'demo' (R(x, y_demo) of the prompt's own demonstration: the
     paper's), 'predicted' (a target model's prediction of R(x, y_demo) from the prompt, for every prompt:
@@ -401,6 +415,12 @@ def validate(c: Config) -> None:
     _require(c.objective.target == "demo" or c.objective.target_model,
              f"objective.target={c.objective.target} needs objective.target_model=DIR; fit one with "
              f"`rcfd target-model train` (or set objective.target=demo)")
+    spread = c.objective.match_spread and c.objective.name in ("rcfd-mean", "rcfd-batch")
+    _require(not spread or c.objective.target == "demo",
+             "objective.match_spread needs the demonstrations' own rewards; set objective.target=demo")
+    _require(1 <= c.data.min_demonstrations <= c.data.max_demonstrations,
+             f"data.min_demonstrations ({c.data.min_demonstrations}) must be >= 1 and <= data.max_demonstrations "
+             f"({c.data.max_demonstrations})")
     _require(0 < c.data.demo_fraction <= 1, f"data.demo_fraction must be in (0, 1], got {c.data.demo_fraction}")
     _require(c.objective.beta_end is None or c.objective.beta_end >= 0,
              f"objective.beta_end must be >= 0, got {c.objective.beta_end}")

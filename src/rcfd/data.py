@@ -155,8 +155,15 @@ def _rows_from_table(raw, cfg, tokenizer) -> list[dict]:
         )
     # A missing demonstration (None) becomes "": such prompts train only with objectives that do not need
     # one, or with a predicted target (objective.target); the held-out split keeps prompts that have one.
-    return [{"prompt": p, "demonstration": d or "", "long_demonstration": d or ""}
-            for p, d in zip(list(raw[cfg.prompt_column]), list(raw[cfg.demo_column]))]
+    rows = []
+    for p, d in zip(list(raw[cfg.prompt_column]), list(raw[cfg.demo_column])):
+        if isinstance(d, (list, tuple)):  # several demonstrations of one prompt: a target distribution
+            demos = [x for x in d if isinstance(x, str) and x.strip()]
+            rows.append({"prompt": p, "demonstration": demos[0] if demos else "",
+                         "long_demonstration": demos[0] if demos else "", "demonstrations": demos})
+        else:
+            rows.append({"prompt": p, "demonstration": d or "", "long_demonstration": d or ""})
+    return rows
 
 
 def load_preference_pairs(cfg):
@@ -210,6 +217,12 @@ def _ordered_pairs(cfg, tokenizer) -> tuple[list[dict], list[int], int]:
     else:
         rows = _rows_from_table(load_table(cfg.source, cfg.split), cfg, tokenizer)
     check_pairs(rows, cfg.source, may_be_empty=("demonstration",))
+    if cfg.group_demonstrations:
+        rows = group_by_prompt(rows, cfg.min_demonstrations, cfg.max_demonstrations)
+        if len(rows) < 2:
+            raise RcfdError(f"data.source '{cfg.source}' has {len(rows)} prompts with at least "
+                            f"data.min_demonstrations={cfg.min_demonstrations} demonstrations; lower it, or shorten "
+                            f"data.prompt_tokens so that more texts share a prompt")
     if len(rows) < 2:
         raise RcfdError(f"data.source '{cfg.source}' yields {len(rows)} usable pairs; at least 2 are needed")
     with_demo = sum(bool(r["demonstration"].strip()) for r in rows)
@@ -225,20 +238,56 @@ def _ordered_pairs(cfg, tokenizer) -> tuple[list[dict], list[int], int]:
 _COLUMNS = ("prompt", "demonstration", "long_demonstration")
 
 
+def demonstrations_of(row: dict) -> list[str]:
+    """A row's demonstrations: its list when it has several, else its one demonstration (or none)."""
+    if "demonstrations" in row:
+        return list(row["demonstrations"])
+    return [row["demonstration"]] if row["demonstration"].strip() else []
+
+
+def group_by_prompt(rows: list[dict], min_demonstrations: int = 1, max_demonstrations: int = 8) -> list[dict]:
+    """Merge rows with the same prompt (``data.group_demonstrations``): one row per prompt, in order of
+    first appearance, with its first ``max_demonstrations`` demonstrations; prompts with fewer than
+    ``min_demonstrations`` are dropped. ``demonstration`` (what evaluation compares with) is the first."""
+    merged: dict[str, dict] = {}
+    for row in rows:
+        target = merged.setdefault(row["prompt"], {**row, "demonstrations": []})
+        target["demonstrations"] += demonstrations_of(row)
+    grouped = []
+    for row in merged.values():
+        demos = row["demonstrations"][:max_demonstrations]
+        if len(demos) >= min_demonstrations and demos:
+            grouped.append({**row, "demonstrations": demos, "demonstration": demos[0],
+                            "long_demonstration": row["long_demonstration"] or demos[0]})
+    return grouped
+
+
 def _as_dataset(rows: list[dict]):
     import datasets
 
-    return datasets.Dataset.from_dict({c: [r[c] for r in rows] for c in _COLUMNS})
+    columns = {c: [r[c] for r in rows] for c in _COLUMNS}
+    columns["demonstrations"] = [demonstrations_of(r) for r in rows]
+    return datasets.Dataset.from_dict(columns, features=_features())
+
+
+def _features():
+    import datasets
+
+    text = datasets.Value("string")
+    return datasets.Features({**{c: text for c in _COLUMNS}, "demonstrations": datasets.Sequence(text)})
 
 
 def build_datasets(cfg, tokenizer):
-    """Return (train, eval) ``datasets.Dataset`` with columns prompt, demonstration, long_demonstration."""
+    """Return (train, eval) ``datasets.Dataset`` with columns prompt, demonstration, long_demonstration and
+    demonstrations (every demonstration of the prompt; several with data.group_demonstrations or list-valued
+    demonstration columns)."""
     rows, order, n_eval = _ordered_pairs(cfg, tokenizer)
     eval_rows = [rows[i] for i in order[:n_eval]]
     train_rows = [rows[i] for i in order[n_eval:n_eval + cfg.num_train]]
     if cfg.demo_fraction < 1:  # a prompt set with demonstrations for some prompts only (the first ones)
         keep = round(cfg.demo_fraction * len(train_rows))
-        train_rows = train_rows[:keep] + [{**r, "demonstration": "", "long_demonstration": ""} for r in train_rows[keep:]]
+        train_rows = train_rows[:keep] + [{**r, "demonstration": "", "long_demonstration": "", "demonstrations": []}
+                                          for r in train_rows[keep:]]
     return _as_dataset(train_rows), _as_dataset(eval_rows)
 
 

@@ -195,6 +195,12 @@ def pool_gaps(totals: torch.Tensor, past: torch.Tensor | None, memory: float) ->
     return pooled, carried
 
 
+def with_second_moments(rewards: torch.Tensor) -> torch.Tensor:
+    """[B, K] -> [B, 2K]: (R, R²). RCfD on these calibrates each reward's mean and second moment, hence its
+    spread (``objective.match_spread``, an extension): E[R²] − E[R]² is the variance."""
+    return torch.cat([rewards, rewards ** 2], -1)
+
+
 def ppo_clip_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
                   eps: float) -> torch.Tensor:
     """PPO-clip loss per sequence [B]: −mean_t min(ρ_t A, clip(ρ_t, 1−ε, 1+ε) A) over the completion's

@@ -179,10 +179,10 @@ def _embed(dataset, embedder: str, components) -> torch.Tensor:
 
 def train_target_model(config, out, *, embedder: str = "minilm", heldout_fraction: float = 0.2, seed: int = 0,
                        progress: bool = True) -> TargetModel:
-    """Fit a target model on the training prompts of ``config`` that have a demonstration; save it to ``out``."""
+    """Fit a target model on the training prompts of ``config`` that have a demonstration (the target of a
+    prompt with several is their mean reward); save it to ``out``."""
     from .components import build_components
     from .data import has_demonstration
-    from .rewards.demo_cache import demo_rewards
 
     if embedder not in EMBEDDERS:
         raise RcfdError(f"unknown --embedder '{embedder}'; choose one of {', '.join(EMBEDDERS)}")
@@ -194,8 +194,8 @@ def train_target_model(config, out, *, embedder: str = "minilm", heldout_fractio
         raise RcfdError("no training prompt has a demonstration to fit a target model on; raise data.demo_fraction "
                         "or fill in demonstrations")
     labelled = components.train_ds.select(rows)
-    targets = demo_rewards(components.rewards, labelled, components.tokenizer, config.generation.max_new_tokens,
-                           desc="demonstration rewards", progress=progress)
+    targets = demonstration_targets(components.rewards, labelled, components.tokenizer,
+                                    config.generation.max_new_tokens, progress=progress)
     meta = {"embedder": embedder, "model_id": config.model.name, "reward_names": components.rewards.names,
             "reward_identity": components.rewards.identity(), "data_source": config.data.source}
     model = TargetModel.fit(_embed(labelled, embedder, components), targets, heldout_fraction=heldout_fraction,
@@ -204,11 +204,35 @@ def train_target_model(config, out, *, embedder: str = "minilm", heldout_fractio
     return model
 
 
+def spread_matched(config) -> bool:
+    """Whether the run calibrates (R, R²) rather than R (``objective.match_spread``)."""
+    return config.objective.match_spread and config.objective.name in ("rcfd-mean", "rcfd-batch")
+
+
+def demonstration_targets(rewards, dataset, tokenizer, max_tokens: int, *, second_moment: bool = False,
+                          progress: bool = True) -> torch.Tensor:
+    """[N, K] mean reward of each row's demonstrations (one or several; every row needs one), and with
+    ``second_moment`` [N, 2K]: the mean of R and the mean of R² over them."""
+    import datasets
+
+    from .rewards.demo_cache import demo_rewards
+
+    demos = [list(d) for d in dataset["demonstrations"]]
+    flat = datasets.Dataset.from_dict({"prompt": [p for p, ds in zip(dataset["prompt"], demos) for _ in ds],
+                                       "demonstration": [d for ds in demos for d in ds]})
+    values = demo_rewards(rewards, flat, tokenizer, max_tokens, desc="demonstration rewards (train)", progress=progress)
+    if second_moment:
+        values = torch.cat([values, values ** 2], -1)
+    owner = torch.repeat_interleave(torch.arange(len(demos)), torch.tensor([len(d) for d in demos]))
+    totals = torch.zeros(len(demos), values.shape[1]).index_add_(0, owner, values)
+    return totals / torch.tensor([len(d) for d in demos], dtype=values.dtype)[:, None]
+
+
 def training_targets(config, components, progress: bool = True) -> torch.Tensor:
-    """[N, K] what the RCfD objectives calibrate each training prompt to (``objective.target``)."""
+    """[N, K] what the RCfD objectives calibrate each training prompt to (``objective.target``); [N, 2K] with
+    ``objective.match_spread`` (targets for R and R²)."""
     from .data import has_demonstration
     from .rewards.base import check_finite
-    from .rewards.demo_cache import demo_rewards
 
     c, ds = config, components.train_ds
     has = has_demonstration(ds)
@@ -218,6 +242,12 @@ def training_targets(config, components, progress: bool = True) -> torch.Tensor:
         raise RcfdError(f"{has.count(False)} of {len(has)} training prompts have no demonstration (e.g. row {missing}); "
                         f"objective.name={c.objective.name} calibrates to one: fill them in, set data.demo_fraction=1, "
                         f"or set objective.target=mixed with objective.target_model=DIR (`rcfd target-model train`)")
+    if spread_matched(c) and c.objective.name == "rcfd-mean":
+        counts = [len(d) for d in ds["demonstrations"]]
+        if min(counts) < 2:
+            raise RcfdError(f"objective.match_spread with objective.name=rcfd-mean matches each prompt's reward spread "
+                            f"to its demonstrations', but training row {counts.index(min(counts))} has {min(counts)}; "
+                            f"use data.group_demonstrations=true with data.min_demonstrations=2, or rcfd-batch")
     values = None
     if target in ("predicted", "mixed"):
         model = TargetModel.load(c.objective.target_model)
@@ -225,8 +255,9 @@ def training_targets(config, components, progress: bool = True) -> torch.Tensor:
         values = model.predict(_embed(ds, model.meta["embedder"], components))
     if target in ("demo", "mixed") and any(has):
         rows = [i for i, h in enumerate(has) if h]
-        measured = demo_rewards(components.rewards, ds.select(rows), components.tokenizer, c.generation.max_new_tokens,
-                                desc="demonstration rewards (train)", progress=progress)
+        measured = demonstration_targets(components.rewards, ds.select(rows), components.tokenizer,
+                                         c.generation.max_new_tokens, second_moment=spread_matched(c),
+                                         progress=progress)
         if values is None:
             values = measured
         else:

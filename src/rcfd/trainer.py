@@ -36,10 +36,11 @@ from .files import append_jsonl, save_torch
 from .logprobs import reference_logprobs, token_logprobs
 from .models import describe
 from .objectives import (ADVANTAGE_OBJECTIVES, advantages_from, beta_at, objective_values, pool_gaps, ppo_clip_loss,
-                         prompt_gaps)
+                         prompt_gaps, with_second_moments)
 from .rewards.base import check_finite
 from .rewards.demo_cache import demo_rewards
 from .rundir import DEMO_REWARDS, METRICS, SAMPLES, RunDir
+from .targets import spread_matched
 from .rollout import generate, group_rows
 
 
@@ -147,6 +148,7 @@ class Trainer:
         self.policy, self.tokenizer, self.reference = components.policy, components.tokenizer, components.reference
         self.train_ds, self.eval_ds, self.rewards = components.train_ds, components.eval_ds, components.rewards
         self.demo_train = components.demo_train
+        self.match_spread = spread_matched(c)
         self.model_id = c.model.name
         self.vllm = None
         if c.generation.backend == "vllm":
@@ -267,13 +269,14 @@ class Trainer:
 
         # 3. objective and 4. advantage
         beta = self.beta(self.step_idx)
+        calibrated = with_second_moments(rewards) if self.match_spread else rewards  # objective.match_spread
         gap_sum = num_prompts = None
         if c.objective.name == "rcfd-batch":  # the mean gap is the whole batch's, over every process
-            gaps = prompt_gaps(rewards, demo, k)
+            gaps = prompt_gaps(calibrated, demo, k)
             totals = self.procs.sum(torch.cat([gaps.sum(0), torch.tensor([float(len(gaps))])])).double()
             pooled, self.past_gaps = pool_gaps(totals, self.past_gaps, c.objective.gap_memory)
             gap_sum, num_prompts = pooled[:-1].to(rewards.dtype), float(pooled[-1])
-        objective = objective_values(c.objective.name, rewards, demo_rewards=demo, logratio=logratio, beta=beta,
+        objective = objective_values(c.objective.name, calibrated, demo_rewards=demo, logratio=logratio, beta=beta,
                                      alpha=c.objective.alpha, k=k, gap_sum=gap_sum, num_prompts=num_prompts)
         advantages = self.advantages(objective)
 
