@@ -78,12 +78,13 @@ def test_resume_with_a_frozen_first_step_scale_continues_exactly(tmp_path, tiny_
 
 
 BATCH_SGD = ("train.num_generations=4", "objective.name=rcfd-batch", "train.advantage=rloo", "train.optimizer=sgd",
-             "train.momentum=0.9", "train.learning_rate=0.1", "objective.gap_memory=4")
+             "train.momentum=0.9", "train.learning_rate=0.1", "objective.gap_memory=4", "train.average_weights=0.75")
 
 
 def test_rcfd_batch_with_sgd_momentum_resumes_exactly(tmp_path, tiny_config):
     """The SGD momentum buffers live in the checkpoint like Adam's moments, and rcfd-batch's pool of past
-    gaps (objective.gap_memory) with them: 2 + 2 steps = 4 steps."""
+    gaps (objective.gap_memory) and the running weight average (train.average_weights, the last 3 steps:
+    one before the split) with them: 2 + 2 steps = 4 steps, same final weights."""
     from rcfd.trainer import Trainer
 
     straight, split = tmp_path / "straight", tmp_path / "split"
@@ -96,6 +97,8 @@ def test_rcfd_batch_with_sgd_momentum_resumes_exactly(tmp_path, tiny_config):
     rows = [json.loads(line) for line in (straight / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 4 and rows[-1]["train/grad_norm"] > 0
     assert (straight / "metrics.jsonl").read_text() == (split / "metrics.jsonl").read_text()
+    w1, w2 = _final_weights(straight), _final_weights(split)
+    assert all(torch.equal(w1[k], w2[k]) for k in w1)
 
 
 def test_eval_every_logs_calibration_without_changing_training(tmp_path):

@@ -90,3 +90,26 @@ def test_the_demos_quality_run_trains_on_quality_alone_and_is_scored_on_every_re
     assert config.reward.names == ["similarity", "length"]  # evaluated on the plane of the α sweep
     r = torch.tensor([[0.9, -24.0], [0.4, -3.0]])
     assert torch.equal(objective_values(config.objective.name, r, alpha=config.objective.alpha), r[:, 0])
+
+
+def test_weight_average_of_the_last_steps_by_hand(tmp_path):
+    from rcfd.weight_average import WeightAverage
+
+    model = torch.nn.Linear(1, 1, bias=False)
+    average = WeightAverage(steps=4, fraction=0.5)  # steps 3 and 4
+    for step in range(1, 5):
+        with torch.no_grad():
+            model.weight.fill_(float(step))
+        average.update(step, model)
+        if step == 3:  # a checkpoint in the middle of the averaged steps
+            saved = average.save(tmp_path / "avg.safetensors")
+            resumed = WeightAverage(steps=4, fraction=0.5)
+            resumed.load(saved, average.count)
+    resumed.update(4, model)
+    average.apply(model)
+    assert model.weight.item() == 3.5 and average.count == 2
+    assert torch.equal(resumed.mean["weight"], average.mean["weight"])
+    off = WeightAverage(steps=4, fraction=0.0)
+    off.update(4, model)
+    off.apply(model)
+    assert off.count == 0 and model.weight.item() == 3.5

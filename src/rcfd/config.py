@@ -198,6 +198,11 @@ class TrainConfig:
     """SGD momentum (optimizer 'sgd')."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
+    average_weights: float = 0.0
+    """Tail averaging (Polyak–Ruppert): the final policy is the mean of the trained weights after each
+    of the last average_weights × steps RL steps (e.g. 0.5: the second half), which averages out the
+    random walk that noisy steps add around the objective's optimum (0: the last weights). Checkpoints
+    carry the running mean; eval_every metrics use the current weights."""
     num_minibatches: int = 1
     """Optimizer steps per pass over the rollout batch (PPO minibatches)."""
     ppo_epochs: int = 1
@@ -450,6 +455,7 @@ def validate(c: Config) -> None:
         _require(k >= 2, f"objective.name={name} needs train.num_generations >= 2 (its estimate uses each "
                          "prompt's other completions)")
         _require(t.advantage == "rloo", f"objective.name={name} is a leave-one-out estimate; set train.advantage=rloo")
+    _require(0 <= t.average_weights <= 1, f"train.average_weights must be in [0, 1], got {t.average_weights}")
     _require(t.eval_every >= 0, f"train.eval_every must be >= 0, got {t.eval_every}")
     _require(c.train.learning_rate > 0, f"train.learning_rate must be > 0, got {c.train.learning_rate}")
     _require(0 <= c.train.warmup_steps < c.train.steps,

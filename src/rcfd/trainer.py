@@ -41,6 +41,7 @@ from .rewards.base import check_finite
 from .rewards.demo_cache import demo_rewards
 from .rundir import DEMO_REWARDS, METRICS, SAMPLES, RunDir
 from .targets import spread_matched
+from .weight_average import AVERAGE_FILE, WeightAverage
 from .rollout import generate, group_rows
 
 
@@ -166,6 +167,7 @@ class Trainer:
         self.first_advantage_std = None  # train.advantage_scale=first: frozen after step 1
         self.past_gaps = None  # objective.gap_memory: decayed [sum of past prompts' gaps (K)..., their count]
         self.demo_eval = None  # demonstration rewards of the eval_every subset, computed on first use
+        self.average = WeightAverage(c.train.steps, c.train.average_weights)  # train.average_weights
         self.metrics_path = self.run.metrics_path
         self.samples_path = self.run.samples_path
         if resume:
@@ -192,6 +194,7 @@ class Trainer:
         self.first_advantage_std = state.get("first_advantage_std")
         past = state.get("past_gaps")
         self.past_gaps = torch.tensor(past, dtype=torch.float64) if past is not None else None
+        self.average.load(path / AVERAGE_FILE, state.get("averaged_steps", 0))
         if self.procs.world > 1:  # the checkpoint holds the main process's RNG state
             torch.manual_seed(self.config.train.seed + 1_000_003 * self.procs.rank + self.step_idx)
         if not self.procs.is_main:
@@ -212,6 +215,7 @@ class Trainer:
             return None
         state = {"step": self.step_idx, "skipped": self.skipped, "first_advantage_std": self.first_advantage_std,
                  "past_gaps": self.past_gaps.tolist() if self.past_gaps is not None else None,
+                 "averaged_steps": self.average.count,
                  "beta": self.beta(self.step_idx), "config": self.config.to_dict()}
         extra = [self.metrics_path, self.samples_path]
         if self.demo_train is not None:
@@ -219,6 +223,8 @@ class Trainer:
             if not demo_path.exists():
                 save_torch(demo_path, self.demo_train)
             extra.append(demo_path)
+        if self.average.count:
+            extra.append(self.average.save(self.out / AVERAGE_FILE))
         return ckpt.save_checkpoint(self.run.checkpoints, self.step_idx, self.policy, self.optimizer, state,
                                     extra_files=extra,
                                     keep=self.config.train.keep_checkpoints)
@@ -384,6 +390,9 @@ class Trainer:
             try:
                 while self.step_idx < end and not stop.requested:
                     record, prompts, texts, rewards = self.step()
+                    self.average.update(self.step_idx, self.policy)
+                    if self.step_idx == c.train.steps:
+                        self.average.apply(self.policy)  # the final policy is the mean of the last steps'
                     every = c.train.eval_every
                     if every and (self.step_idx % every == 0 or self.step_idx == c.train.steps):
                         if self.procs.is_main:
