@@ -196,6 +196,9 @@ class TrainConfig:
     fast as one with a signal; plain SGD steps in proportion to the gradient."""
     momentum: float = 0.0
     """SGD momentum (optimizer 'sgd')."""
+    adam_epsilon: float = 1e-8
+    """Adam's ε in m̂/(√v̂ + ε) (transformers' adam_epsilon). Where a weight's gradient is well below ε the step
+    shrinks in proportion to the gradient, as SGD's does; above it Adam steps about the learning rate."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
     average_weights: float = 0.0
@@ -462,6 +465,7 @@ def validate(c: Config) -> None:
              f"train.warmup_steps must be >= 0 and below train.steps ({c.train.steps}), got {c.train.warmup_steps}")
     _require(c.train.lr_scheduler in ("linear", "constant"),
              f"train.lr_scheduler must be 'linear' or 'constant', got '{c.train.lr_scheduler}'")
+    _require(c.train.adam_epsilon > 0, f"train.adam_epsilon must be > 0, got {c.train.adam_epsilon}")
     _require(c.train.optimizer in ("adam", "adamw", "sgd"),
              f"train.optimizer must be 'adam', 'adamw' or 'sgd', got '{c.train.optimizer}'")
     _require(0 <= c.train.momentum < 1, f"train.momentum must be in [0, 1), got {c.train.momentum}")

@@ -88,7 +88,7 @@ def build_optimizer(params, train) -> torch.optim.Optimizer:
         return torch.optim.SGD(params, lr=train.learning_rate, momentum=train.momentum,
                                weight_decay=train.weight_decay)
     opt_cls = torch.optim.AdamW if train.optimizer == "adamw" else torch.optim.Adam
-    return opt_cls(params, lr=train.learning_rate, weight_decay=train.weight_decay, fused=True)
+    return opt_cls(params, lr=train.learning_rate, eps=train.adam_epsilon, weight_decay=train.weight_decay, fused=True)
 
 
 class StopAtStepBoundary:
