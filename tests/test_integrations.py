@@ -57,6 +57,8 @@ def test_trl_reward_reads_chat_messages_and_names_a_missing_column():
     assert reward(chat_prompts, chat_completions, demonstration=["one"]) == [-4.0]
     with pytest.raises(RcfdError, match="no column 'demonstration'.*columns passed: label"):
         reward(["p"], ["c"], label=[1])
+    # TRL passes every dataset column by name; rcfd's own datasets have 'demonstrations' (a list per prompt).
+    assert reward(prompts=["p"], completions=["a b"], demonstration=["x"], demonstrations=[["x"]]) == [-1.0]
 
 
 def test_verl_score_function():

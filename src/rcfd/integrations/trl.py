@@ -81,8 +81,9 @@ class RCfDReward:
         text = f"{self.stack.identity()}\x00{prompt}\x00{demonstration}"
         return hashlib.sha256(text.encode()).hexdigest()[:32]
 
-    def demo_rewards(self, prompts: list[str], demonstrations: list[str], **columns) -> torch.Tensor:
-        """[B, K] base rewards of the demonstrations, computed only for pairs not seen before."""
+    def demo_rewards(self, prompts: list[str], demonstrations: list[str], /, **columns) -> torch.Tensor:
+        """[B, K] base rewards of the demonstrations, computed only for pairs not seen before. ``columns``
+        are the dataset's other columns (any names, e.g. ``demonstrations``: hence positional-only)."""
         keys = [self._key(p, d) for p, d in zip(prompts, demonstrations)]
         first_row = {}  # each missing (prompt, demonstration) pair is scored once
         for i, k in enumerate(keys):

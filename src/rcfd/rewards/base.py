@@ -31,7 +31,7 @@ class RewardStack:
     def identity(self) -> str:
         return "|".join(r.identity() for r in self.rewards)
 
-    def __call__(self, prompts, completions, **kwargs) -> torch.Tensor:
+    def __call__(self, prompts, completions, /, **kwargs) -> torch.Tensor:
         columns = []
         for reward in self.rewards:
             value = torch.as_tensor(reward(prompts, completions, **kwargs), dtype=torch.float32)
