@@ -76,7 +76,9 @@ def test_target_per_row(tmp_path, tiny_config):
     from rcfd.targets import embed_prompts, train_target_model
 
     half = ["data.demo_fraction=0.5"]
-    model = train_target_model(tiny_config(*half), tmp_path / "tm", embedder="policy", progress=False)
+    config = tiny_config(*half)
+    model = train_target_model(build_components(config, progress=False, with_demo_rewards=False), config,
+                               tmp_path / "tm", embedder="policy", progress=False)
     assert model.meta["n_fit"] + model.meta["n_heldout"] == 32  # the 32 of 64 training prompts with a demonstration
     mixed = build_components(tiny_config(*half, "objective.target=mixed", f"objective.target_model={tmp_path / 'tm'}"),
                              progress=False)

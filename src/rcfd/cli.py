@@ -390,12 +390,14 @@ def cmd_reward_model(args) -> int:
 
 
 def cmd_target_model(args) -> int:
+    from .components import build_components
     from .config import load_config
     from .targets import train_target_model
 
     config = load_config(_task_config(args), list(args.overrides))
-    model = train_target_model(config, args.out, embedder=args.embedder, heldout_fraction=args.heldout_fraction,
-                               seed=args.seed, progress=not args.quiet)
+    components = build_components(config, progress=not args.quiet, with_demo_rewards=False)
+    model = train_target_model(components, config, args.out, embedder=args.embedder,
+                               heldout_fraction=args.heldout_fraction, seed=args.seed, progress=not args.quiet)
     m = model.meta
     print(f"fitted on {m['n_fit']} + {m['n_heldout']} held-out prompts with a demonstration "
           f"({args.embedder} embedder, ridge {m['ridge']:g})")

@@ -177,18 +177,17 @@ def _embed(dataset, embedder: str, components) -> torch.Tensor:
                          reference=components.reference, tokenizer=components.tokenizer)
 
 
-def train_target_model(config, out, *, embedder: str = "minilm", heldout_fraction: float = 0.2, seed: int = 0,
-                       progress: bool = True) -> TargetModel:
-    """Fit a target model on the training prompts of ``config`` that have a demonstration (the target of a
-    prompt with several is their mean reward); save it to ``out``."""
-    from .components import build_components
+def train_target_model(components, config, out, *, embedder: str = "minilm", heldout_fraction: float = 0.2,
+                       seed: int = 0, progress: bool = True) -> TargetModel:
+    """Fit a target model on the training prompts that have a demonstration (the target of a prompt with
+    several is their mean reward), with the rewards and models of ``components`` (built from ``config``
+    with ``with_demo_rewards=False``); save it to ``out``."""
     from .data import has_demonstration
 
     if embedder not in EMBEDDERS:
         raise RcfdError(f"unknown --embedder '{embedder}'; choose one of {', '.join(EMBEDDERS)}")
     if not 0 < heldout_fraction < 1:
         raise RcfdError(f"--heldout-fraction must be in (0, 1), got {heldout_fraction}")
-    components = build_components(config, progress=progress, with_demo_rewards=False)
     rows = [i for i, has in enumerate(has_demonstration(components.train_ds)) if has]
     if not rows:
         raise RcfdError("no training prompt has a demonstration to fit a target model on; raise data.demo_fraction "
