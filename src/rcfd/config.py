@@ -205,7 +205,7 @@ class TrainConfig:
     """Tail averaging (Polyak–Ruppert): the final policy is the mean of the trained weights after each
     of the last average_weights × steps RL steps (e.g. 0.5: the second half), which averages out the
     random walk that noisy steps add around the objective's optimum (0: the last weights). Checkpoints
-    carry the running mean; eval_every metrics use the current weights."""
+    carry the running mean; eval_every metrics use the current weights (after the last step: the mean)."""
     num_minibatches: int = 1
     """Optimizer steps per pass over the rollout batch (PPO minibatches)."""
     ppo_epochs: int = 1

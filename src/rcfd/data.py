@@ -202,8 +202,12 @@ def check_pairs(rows: list[dict], source: str, columns=("prompt", "demonstration
 
 
 def has_demonstration(dataset) -> list[bool]:
-    """Per row: whether it has a (non-empty) demonstration."""
+    """Per row of a dataset: whether it has a (non-empty) demonstration."""
     return [bool(d.strip()) for d in dataset["demonstration"]]
+
+
+def _has_demo(row: dict) -> bool:
+    return bool(row["demonstration"].strip())
 
 
 def _ordered_pairs(cfg, tokenizer) -> tuple[list[dict], list[int], int]:
@@ -219,19 +223,18 @@ def _ordered_pairs(cfg, tokenizer) -> tuple[list[dict], list[int], int]:
     check_pairs(rows, cfg.source, may_be_empty=("demonstration",))
     if cfg.group_demonstrations:
         rows = group_by_prompt(rows, cfg.min_demonstrations, cfg.max_demonstrations)
-        if len(rows) < 2:
-            raise RcfdError(f"data.source '{cfg.source}' has {len(rows)} prompts with at least "
-                            f"data.min_demonstrations={cfg.min_demonstrations} demonstrations; lower it, or shorten "
-                            f"data.prompt_tokens so that more texts share a prompt")
     if len(rows) < 2:
-        raise RcfdError(f"data.source '{cfg.source}' yields {len(rows)} usable pairs; at least 2 are needed")
-    with_demo = sum(bool(r["demonstration"].strip()) for r in rows)
+        fix = (f"prompts with at least data.min_demonstrations={cfg.min_demonstrations} demonstrations; lower it, or "
+               f"shorten data.prompt_tokens so that more texts share a prompt" if cfg.group_demonstrations else
+               "usable pairs; at least 2 are needed")
+        raise RcfdError(f"data.source '{cfg.source}' yields {len(rows)} {fix}")
+    with_demo = sum(map(_has_demo, rows))
     if with_demo == 0:
         raise RcfdError(f"no row of data.source '{cfg.source}' has a demonstration (column '{cfg.demo_column}'); the "
                         f"held-out evaluation compares with them: fill in some, or fix data.demo_column")
-    order = _split_order(len(rows), cfg.split_seed)
-    # Held-out prompts must have a demonstration; with every row complete this is the plain random order.
-    order = [i for i in order if rows[i]["demonstration"].strip()] + [i for i in order if not rows[i]["demonstration"].strip()]
+    # Held-out prompts must have a demonstration: those rows first (a stable sort keeps the random order
+    # within each part, so with every row complete this is the plain random order).
+    order = sorted(_split_order(len(rows), cfg.split_seed), key=lambda i: not _has_demo(rows[i]))
     return rows, order, min(cfg.num_eval, max(1, with_demo // 5))
 
 
@@ -242,7 +245,7 @@ def demonstrations_of(row: dict) -> list[str]:
     """A row's demonstrations: its list when it has several, else its one demonstration (or none)."""
     if "demonstrations" in row:
         return list(row["demonstrations"])
-    return [row["demonstration"]] if row["demonstration"].strip() else []
+    return [row["demonstration"]] if _has_demo(row) else []
 
 
 def group_by_prompt(rows: list[dict], min_demonstrations: int = 1, max_demonstrations: int = 8) -> list[dict]:
@@ -295,7 +298,7 @@ def unseen_dataset(cfg, tokenizer, n: int):
     """``n`` pairs that neither split of :func:`build_datasets` uses (the next ones in the split order):
     a second, larger held-out sample, to tell a policy's effect from the noise of a small eval set."""
     rows, order, n_eval = _ordered_pairs(cfg, tokenizer)
-    rest = [i for i in order[n_eval + cfg.num_train:] if rows[i]["demonstration"].strip()]
+    rest = [i for i in order[n_eval + cfg.num_train:] if _has_demo(rows[i])]
     if n < 1 or n > len(rest):
         raise RcfdError(f"{n} unseen pairs asked for, but data.source '{cfg.source}' has {len(rest)} pairs outside "
                         f"the training and held-out splits; ask for between 1 and {len(rest)}")

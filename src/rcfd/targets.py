@@ -222,9 +222,10 @@ def demonstration_targets(rewards, dataset, tokenizer, max_tokens: int, *, secon
     values = demo_rewards(rewards, flat, tokenizer, max_tokens, desc="demonstration rewards (train)", progress=progress)
     if second_moment:
         values = torch.cat([values, values ** 2], -1)
-    owner = torch.repeat_interleave(torch.arange(len(demos)), torch.tensor([len(d) for d in demos]))
-    totals = torch.zeros(len(demos), values.shape[1]).index_add_(0, owner, values)
-    return totals / torch.tensor([len(d) for d in demos], dtype=values.dtype)[:, None]
+    counts = torch.tensor([len(d) for d in demos])
+    totals = torch.zeros(len(demos), values.shape[1]).index_add_(0, torch.repeat_interleave(torch.arange(len(demos)), counts),
+                                                               values)
+    return totals / counts.to(values.dtype)[:, None]
 
 
 def training_targets(config, components, progress: bool = True) -> torch.Tensor:

@@ -18,7 +18,7 @@ class WeightAverage:
     """Running mean of the trainable weights after each of the last ``round(fraction × steps)`` RL steps."""
 
     def __init__(self, steps: int, fraction: float):
-        self.first_step = steps - round(fraction * steps) + 1 if fraction > 0 else steps + 1
+        self.first_step = steps - round(fraction * steps) + 1  # fraction 0: after the last step, never
         self.count = 0
         self.mean: dict[str, torch.Tensor] | None = None
 
