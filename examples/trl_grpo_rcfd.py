@@ -3,11 +3,14 @@
     python examples/trl_grpo_rcfd.py --model tiny-llama --steps 2      # seconds, a smoke run
     python examples/trl_grpo_rcfd.py --model smollm2-135m --steps 20   # the packaged SmolLM2-135M
     python examples/trl_grpo_rcfd.py --reward plain --monitor-every 5  # the raw reward, watched
+    python examples/trl_grpo_rcfd.py --reward rcfd-batch --prompts-per-step 8 --minibatches 4 --steps 96
+                                       # rcfd's wiki preset in TRL: 24 generations of 8 prompts x 4
 
 The policy is trained by TRL (its generation, loss, distribution); rcfd only supplies the reward:
 −(R(x, y) − R(x, y_demo))² with R the average log-likelihood under a frozen copy of the base model
 and y_demo the Wikipedia continuation in the dataset's `demonstration` column (``--reward plain``: R
-itself). ``--monitor-every N`` adds rcfd's CalibrationMonitor: every N steps it samples the held-out
+itself; ``--reward rcfd-batch``: the batch's mean reward calibrated, RCfDReward(objective="rcfd-batch")
+with GRPO's ``scale_rewards="none"``). ``--monitor-every N`` adds rcfd's CalibrationMonitor: every N steps it samples the held-out
 prompts and logs ``calibration/...`` (reward against the demonstrations in demo std, alignment,
 distinct-2, naturalness, KL) with TRL's own metrics, and warns once if the run over-optimizes.
 """
@@ -21,15 +24,19 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2-135m", help="packaged name, local path or hub id")
-    parser.add_argument("--steps", type=int, default=2, help="GRPO steps (default 2)")
+    parser.add_argument("--steps", type=int, default=2, help="GRPO optimizer steps (default 2)")
     parser.add_argument("--out", default="runs/trl-rcfd", help="TRL output directory")
-    parser.add_argument("--reward", choices=("rcfd", "plain"), default="rcfd",
+    parser.add_argument("--reward", choices=("rcfd", "rcfd-batch", "plain"), default="rcfd",
                         help="RCfD reward (default) or the raw log-likelihood R")
     parser.add_argument("--monitor-every", type=int, default=0, metavar="N",
                         help="log calibration on held-out prompts every N steps (0: off)")
     parser.add_argument("--monitor-prompts", type=int, default=64, help="held-out prompts the monitor samples")
     parser.add_argument("--learning-rate", type=float, default=5e-5)
     parser.add_argument("--lora", action="store_true", help="train a LoRA adapter (r 32 on q/v) instead of all weights")
+    parser.add_argument("--prompts-per-step", type=int, default=2, help="prompts per generation (default 2)")
+    parser.add_argument("--generations", type=int, default=4, help="completions per prompt (default 4)")
+    parser.add_argument("--minibatches", type=int, default=1,
+                        help="optimizer steps per generation (TRL's steps_per_generation; default 1)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -44,15 +51,25 @@ def main():
 
     path = resolve_model_path(args.model)
     tokenizer = load_tokenizer(path)
-    data = DataConfig(prompt_tokens=16, demo_tokens=24, num_train=max(64, 8 * args.steps),
+    rollouts = args.prompts_per_step * args.generations
+    if rollouts % args.minibatches:
+        parser.error(f"--minibatches {args.minibatches} must divide the {rollouts} completions of a generation")
+    generations = -(-args.steps // args.minibatches)
+    data = DataConfig(prompt_tokens=16, demo_tokens=24, num_train=max(64, args.prompts_per_step * generations),
                       num_eval=max(16, args.monitor_prompts))
     train, held_out = build_datasets(data, tokenizer)
     scorer = AutoModelForCausalLM.from_pretrained(path).eval().requires_grad_(False)  # frozen π_0
     loglik = LogLikelihoodReward(scorer, scorer, tokenizer, model_id=args.model)
-    reward = RCfDReward(loglik, demo_column="demonstration") if args.reward == "rcfd" else _plain(loglik)
-    config = GRPOConfig(output_dir=args.out, use_cpu=True, max_steps=args.steps, per_device_train_batch_size=8,
-                        num_generations=4, max_completion_length=24, learning_rate=args.learning_rate, beta=0.0,
-                        logging_steps=1, report_to="none", save_strategy="no", seed=args.seed, bf16=False)
+    if args.reward == "plain":
+        reward = _plain(loglik)
+    else:
+        reward = RCfDReward(loglik, demo_column="demonstration", objective=args.reward)
+    config = GRPOConfig(output_dir=args.out, use_cpu=True, max_steps=args.steps,
+                        per_device_train_batch_size=rollouts // args.minibatches, steps_per_generation=args.minibatches,
+                        num_generations=args.generations, max_completion_length=24, learning_rate=args.learning_rate,
+                        beta=0.0, logging_steps=1, report_to="none", save_strategy="no", seed=args.seed, bf16=False,
+                        # rcfd-batch's advantage shrinks as the run reaches its target: keep its size
+                        scale_rewards="none" if args.reward == "rcfd-batch" else "group")
     peft_config = None
     if args.lora:
         from peft import LoraConfig

@@ -50,6 +50,23 @@ def test_trl_reward_with_two_rewards_whitens_each_calibrated_term():
     assert torch.allclose(got, expected, atol=1e-5)
 
 
+def test_trl_reward_batch_form_by_hand_in_any_row_order():
+    """objective='rcfd-batch': A_i = −ḡ_{−x}(R_i − R̄_{−i}); rows of a prompt need not be consecutive."""
+    reward = RCfDReward(n_words, objective="rcfd-batch")
+    prompts = ["p", "q", "p", "q", "r", "r"]
+    completions = ["a b c", "a", "a", "a b c d e", "a b", "a b"]  # R: p 3, 1; q 1, 5; r 2, 2
+    demos = ["x", "x y", "x", "x y", "x y z", "x y z"]  # R_d: p 1, q 2, r 3
+    gaps = {"p": 2 - 1, "q": 3 - 2, "r": 2 - 3}  # mean reward − demonstration reward
+    others = {x: (sum(gaps.values()) - g) / 2 for x, g in gaps.items()}  # mean gap of the other prompts
+    R, loo = [3, 1, 1, 5, 2, 2], [1, 5, 3, 1, 2, 2]  # each row's reward and its prompt's other reward
+    expected = [-others[x] * (r - m) for x, r, m in zip(prompts, R, loo)]
+    assert torch.allclose(torch.tensor(reward(prompts, completions, demonstration=demos)), torch.tensor(expected))
+    with pytest.raises(RcfdError, match="at least 2 prompts with the same number"):
+        reward(["p", "p", "q"], ["a", "b", "c"], demonstration=["x", "x", "y"])
+    with pytest.raises(RcfdError, match="objective must be 'rcfd' or 'rcfd-batch'"):
+        RCfDReward(n_words, objective="batch")
+
+
 def test_trl_reward_reads_chat_messages_and_names_a_missing_column():
     reward = RCfDReward(n_words)
     chat_prompts = [[{"role": "user", "content": "hi"}]]

@@ -9,6 +9,12 @@ demonstration from such a column, scores it with the same base rewards, and retu
 then summed — as in :func:`rcfd.objectives.rcfd`). Demonstration rewards are computed once per
 (prompt, demonstration) and kept in memory and, with ``cache_file``, on disk across runs.
 
+``objective="rcfd-batch"`` (an extension, docs/design.md) calibrates the batch's mean reward instead:
+each completion gets rcfd's unbiased advantage −ḡ_{−x}(R_i − R̄_{−i}) (:func:`rcfd.objectives.
+rcfd_batch_advantages`; ḡ_{−x}: the mean gap to the demonstrations of the call's other prompts).
+Its group mean is zero, so GRPO's group-mean baseline leaves it as it is; use it with
+``GRPOConfig(scale_rewards="none")`` so its size, which shrinks as the run reaches its target, is kept.
+
 Example::
 
     from trl import GRPOConfig, GRPOTrainer
@@ -28,7 +34,7 @@ import torch
 
 from ..errors import RcfdError
 from ..files import append_jsonl
-from ..objectives import rcfd
+from ..objectives import rcfd, rcfd_batch_advantages
 from ..rewards.base import RewardStack, check_finite
 from ..rewards.callable import as_reward
 from .monitor import CalibrationMonitor
@@ -60,12 +66,19 @@ class RCfDReward:
         demo_column: dataset column holding the human demonstration for each prompt.
         name: the name TRL logs it under (``rewards/<name>/mean``).
         cache_file: optional JSON-lines file keeping demonstration rewards across runs.
+        objective: ``"rcfd"`` (the paper's per-completion −(R − R_demo)²) or ``"rcfd-batch"`` (the
+            batch's mean reward against the demonstrations'; each call must hold at least 2 prompts
+            with the same number ≥ 2 of completions each, as GRPO's generation batches do).
     """
 
-    def __init__(self, rewards, demo_column: str = "demonstration", name: str = "rcfd", cache_file=None):
+    def __init__(self, rewards, demo_column: str = "demonstration", name: str = "rcfd", cache_file=None,
+                 objective: str = "rcfd"):
         rewards = list(rewards) if isinstance(rewards, (list, tuple)) else [rewards]
         if not rewards:
             raise RcfdError("RCfDReward needs at least one base reward")
+        if objective not in ("rcfd", "rcfd-batch"):
+            raise RcfdError(f"RCfDReward: objective must be 'rcfd' or 'rcfd-batch', got {objective!r}")
+        self.objective = objective
         self.stack = RewardStack([as_reward(r, "RCfDReward") for r in rewards])
         self.demo_column = demo_column
         self.__name__ = name  # TRL names reward functions by __name__
@@ -111,4 +124,23 @@ class RCfDReward:
         d = [as_text(x) for x in kwargs[self.demo_column]]
         policy = self.stack(p, c, **columns)
         check_finite(policy, "the reward")
-        return rcfd(policy, self.demo_rewards(p, d, **columns)).tolist()
+        demo = self.demo_rewards(p, d, **columns)
+        if self.objective == "rcfd":
+            return rcfd(policy, demo).tolist()
+        return _batch_calibrated(p, policy, demo).tolist()
+
+
+def _batch_calibrated(prompts: list[str], rewards: torch.Tensor, demo_rewards: torch.Tensor) -> torch.Tensor:
+    """rcfd-batch advantages for rows in any order: rows are grouped by prompt (each prompt's rows made
+    consecutive, as :func:`rcfd_batch_advantages` expects) and the result returned in the rows' order."""
+    rows_of: dict[str, list[int]] = {}
+    for i, prompt in enumerate(prompts):
+        rows_of.setdefault(prompt, []).append(i)
+    sizes = {len(rows) for rows in rows_of.values()}
+    if len(rows_of) < 2 or len(sizes) != 1 or min(sizes) < 2:
+        raise RcfdError(f"RCfDReward(objective='rcfd-batch') needs at least 2 prompts with the same number (>= 2) "
+                        f"of completions each per call, got {len(rows_of)} prompt(s) with {sorted(sizes)} completions; "
+                        f"raise num_generations / the per-device batch, or use objective='rcfd'")
+    order = torch.tensor([i for rows in rows_of.values() for i in rows])
+    advantages = rcfd_batch_advantages(rewards[order], demo_rewards[order], sizes.pop())
+    return torch.empty_like(advantages).index_copy_(0, order, advantages)
