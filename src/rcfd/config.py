@@ -132,6 +132,12 @@ class ObjectiveConfig:
     mean gap ḡ also pools the gaps of past steps' prompts, step j back weighted
     (1 − 1/gap_memory)^j (an extension: the batch's own 8-ish prompts make ḡ too noisy to hold the
     policy on target). 0 uses this step's batch alone."""
+    demo_mean: str = "batch"
+    """Objective 'rcfd-batch': the demonstrations' mean reward that the policy's is compared with. 'batch':
+    the mean over the step's own prompts' demonstrations (paired with the policy's rewards on the same
+    prompts); 'all': the mean over every training prompt's target, computed once (an extension: a
+    demonstration's reward barely predicts the policy's on the same prompt — correlation 0.15 on use
+    case 1 — so pairing adds the demonstrations' own spread to the gap's noise)."""
     match_spread: bool = False
     """Objectives 'rcfd-mean' (per prompt) and 'rcfd-batch' (over the batch; other objectives ignore it, so a
     preset can set it for its RCfD run): calibrate the second moment of
@@ -418,6 +424,8 @@ def validate(c: Config) -> None:
     _require(c.objective.beta >= 0, f"objective.beta must be >= 0, got {c.objective.beta}")
     _require(c.objective.gap_memory == 0 or c.objective.gap_memory >= 1,
              f"objective.gap_memory must be 0 (off) or at least 1 step, got {c.objective.gap_memory}")
+    _require(c.objective.demo_mean in ("batch", "all"),
+             f"objective.demo_mean must be 'batch' or 'all', got '{c.objective.demo_mean}'")
     _require(c.objective.target in ("demo", "predicted", "mixed"),
              f"objective.target must be 'demo', 'predicted' or 'mixed', got '{c.objective.target}'")
     _require(c.objective.target == "demo" or c.objective.target_model,

@@ -278,6 +278,8 @@ class Trainer:
         calibrated = with_second_moments(rewards) if self.match_spread else rewards  # objective.match_spread
         gap_sum = num_prompts = None
         if c.objective.name == "rcfd-batch":  # the mean gap is the whole batch's, over every process
+            if c.objective.demo_mean == "all":  # every prompt is compared with all demonstrations' mean
+                demo = self.demo_train.nanmean(0).expand_as(demo)
             gaps = prompt_gaps(calibrated, demo, k)
             totals = self.procs.sum(torch.cat([gaps.sum(0), torch.tensor([float(len(gaps))])])).double()
             pooled, self.past_gaps = pool_gaps(totals, self.past_gaps, c.objective.gap_memory)
