@@ -45,6 +45,7 @@ def test_overrides_are_typed():
         ({}, ["train.optimizer=lion"], "train.optimizer must be 'adam', 'adamw' or 'sgd'"),
         ({}, ["train.optimizer=sgd", "train.momentum=1.0"], "train.momentum must be in [0, 1)"),
         ({}, ["objective.name=rcfd-batch", "objective.gap_memory=0.5"], "gap_memory must be 0 (off) or at least 1"),
+        ({}, ["objective.demo_mean=global"], "objective.demo_mean must be 'batch' or 'all'"),
         ({}, ["eval.samples_per_prompt=0"], "eval.samples_per_prompt must be >= 1"),
     ],
 )

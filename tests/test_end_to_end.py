@@ -101,6 +101,23 @@ def test_rcfd_batch_with_sgd_momentum_resumes_exactly(tmp_path, tiny_config):
     assert all(torch.equal(w1[k], w2[k]) for k in w1)
 
 
+def test_rcfd_batch_demo_mean_all_compares_with_every_training_target(tiny_config, tmp_path, monkeypatch):
+    """objective.demo_mean=all: rcfd-batch's gaps are taken against the mean of all training targets."""
+    import rcfd.trainer as trainer_module
+
+    seen = []
+    real = trainer_module.prompt_gaps
+    monkeypatch.setattr(trainer_module, "prompt_gaps", lambda r, d, k: seen.append(d.clone()) or real(r, d, k))
+    batch = ("train.num_generations=2", "objective.name=rcfd-batch", "train.advantage=rloo")
+    for mean in ("batch", "all"):
+        t = trainer_module.Trainer(tiny_config("train.steps=1", *batch, f"objective.demo_mean={mean}"),
+                                   tmp_path / mean, progress=False)
+        t.train()
+    paired, pooled = seen
+    assert torch.allclose(pooled, t.demo_train.mean(0).expand_as(pooled))
+    assert not torch.allclose(paired, pooled)  # the batch's own demonstrations differ from prompt to prompt
+
+
 def test_eval_every_logs_calibration_without_changing_training(tmp_path):
     plain, watched = tmp_path / "plain", tmp_path / "watched"
     assert _train(plain, "--no-eval") == 0
