@@ -4,7 +4,6 @@ parameter checksum so the test can check that gradients were averaged (weights s
 import json
 import sys
 
-
 from rcfd.config import load_config
 from rcfd.trainer import run_training
 
