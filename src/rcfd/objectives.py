@@ -12,7 +12,8 @@
 * ``rcfd-batch``: −(E_x[μ_x] − E_x[R(x,y_d)])² — calibrates the mean reward over prompts instead of each
               prompt's (an extension). Its gradient factor is the mean gap of the batch's *other* prompts,
               whose noise shrinks with the number of prompts, where rcfd-mean's is one demonstration's
-              own spread; per-prompt targets are then lost. :func:`rcfd_batch_advantages`.
+              own spread; per-prompt targets are then lost. :func:`rcfd_batch_advantages`. The trainer
+              passes the mean of all training targets as every row's R_d (``objective.demo_mean=all``).
 * ``weighted``: R_1 + α·(R_2 + … + R_K), the paper's R_quality + α·R_length baseline (α swept).
 
 Advantage estimators (``train.advantage``) turn objective values [B] into advantages [B]. Rows come
