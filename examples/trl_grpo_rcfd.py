@@ -54,8 +54,8 @@ def main():
     rollouts = args.prompts_per_step * args.generations
     if rollouts % args.minibatches:
         parser.error(f"--minibatches {args.minibatches} must divide the {rollouts} completions of a generation")
-    generations = -(-args.steps // args.minibatches)
-    data = DataConfig(prompt_tokens=16, demo_tokens=24, num_train=max(64, args.prompts_per_step * generations),
+    generation_rounds = -(-args.steps // args.minibatches)
+    data = DataConfig(prompt_tokens=16, demo_tokens=24, num_train=max(64, args.prompts_per_step * generation_rounds),
                       num_eval=max(16, args.monitor_prompts))
     train, held_out = build_datasets(data, tokenizer)
     scorer = AutoModelForCausalLM.from_pretrained(path).eval().requires_grad_(False)  # frozen π_0

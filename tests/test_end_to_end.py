@@ -116,6 +116,10 @@ def test_rcfd_batch_demo_mean_all_compares_with_every_training_target(tiny_confi
     paired, pooled = seen
     assert torch.allclose(pooled, t.demo_train.mean(0).expand_as(pooled))
     assert not torch.allclose(paired, pooled)  # the batch's own demonstrations differ from prompt to prompt
+    # the logs still describe the batch's own demonstrations, whichever mean the gap uses
+    logged = [json.loads((tmp_path / m / "metrics.jsonl").read_text().splitlines()[0]) for m in ("batch", "all")]
+    demo_means = [next(v for key, v in row.items() if key.endswith("/demo_mean")) for row in logged]
+    assert demo_means[0] == pytest.approx(demo_means[1]) == pytest.approx(float(paired.mean()), abs=1e-6)
 
 
 def test_eval_every_logs_calibration_without_changing_training(tmp_path):

@@ -277,14 +277,15 @@ class Trainer:
         beta = self.beta(self.step_idx)
         calibrated = with_second_moments(rewards) if self.match_spread else rewards  # objective.match_spread
         gap_sum = num_prompts = None
+        targets = demo  # what the objective calibrates to; `demo` stays the batch's own, for the logs
         if c.objective.name == "rcfd-batch":  # the mean gap is the whole batch's, over every process
             if c.objective.demo_mean == "all":  # every prompt is compared with all demonstrations' mean
-                demo = self.demo_train.nanmean(0).expand_as(demo)
-            gaps = prompt_gaps(calibrated, demo, k)
+                targets = self.demo_train.nanmean(0).expand_as(demo)
+            gaps = prompt_gaps(calibrated, targets, k)
             totals = self.procs.sum(torch.cat([gaps.sum(0), torch.tensor([float(len(gaps))])])).double()
             pooled, self.past_gaps = pool_gaps(totals, self.past_gaps, c.objective.gap_memory)
             gap_sum, num_prompts = pooled[:-1].to(rewards.dtype), float(pooled[-1])
-        objective = objective_values(c.objective.name, calibrated, demo_rewards=demo, logratio=logratio, beta=beta,
+        objective = objective_values(c.objective.name, calibrated, demo_rewards=targets, logratio=logratio, beta=beta,
                                      alpha=c.objective.alpha, k=k, gap_sum=gap_sum, num_prompts=num_prompts)
         advantages = self.advantages(objective)
 
