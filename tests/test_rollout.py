@@ -116,3 +116,28 @@ def test_stop_at_newline_ends_completions_at_the_first_line_break(tiny_path, tin
     assert not set(nl) & eos_token_ids(model, tiny_tokenizer)
     ids = torch.tensor([[5, 6, nl[0], 7, 8]])
     assert completion_mask(ids, eos_token_ids(model, tiny_tokenizer, True)).tolist() == [[1, 1, 1, 0, 0]]
+
+
+def test_min_new_tokens_keeps_completions_from_ending_early(tiny_path, tiny_tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    from rcfd.config import GenerationConfig
+    from rcfd.rollout import generate
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_path)
+    # Half the vocabulary ends a completion, so without the minimum nearly every one ends within a few tokens.
+    model.generation_config.eos_token_id = list(range(model.config.vocab_size // 2))
+    prompts = ["The cat", "A long time ago", "In 1990 the", "Rain"] * 2
+    torch.manual_seed(0)
+    short, _, _ = generate(model, tiny_tokenizer, prompts, GenerationConfig(max_new_tokens=6))
+    torch.manual_seed(0)
+    full, _, _ = generate(model, tiny_tokenizer, prompts, GenerationConfig(max_new_tokens=6, min_new_tokens=6))
+    assert short.completion_mask.sum(1).float().mean() < 3
+    assert full.completion_mask.sum(1).tolist() == [6] * len(prompts)
+
+
+def test_min_new_tokens_above_max_is_refused(tiny_config):
+    from rcfd.errors import RcfdError
+
+    with pytest.raises(RcfdError, match="generation.min_new_tokens must be between 0 and generation.max_new_tokens"):
+        tiny_config("generation.max_new_tokens=8", "generation.min_new_tokens=9")

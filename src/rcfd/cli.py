@@ -121,8 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--steps", type=int, help="RL steps per run (default: from the task's config)")
     _task_args(d)
     d.add_argument("--runs", help=f"comma-separated runs among {_demo_runs()} (default: the task's: "
-                                  f"{','.join(DEFAULT_RUNS)}; positive-reviews: beta0,kl,rcfd; wiki-description: "
-                                  f"quality, rcfd and the α sweep)")
+                                  f"{','.join(DEFAULT_RUNS)} on use cases 1 and 2; wiki-description: "
+                                  f"quality, rcfd and the α sweep; other tasks: beta0,kl,rcfd)")
     _common(d)
 
     s = sub.add_parser("sweep", help="train a β (or α) grid plus RCfD with one budget and seed, then evaluate all",

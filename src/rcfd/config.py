@@ -159,6 +159,11 @@ class ObjectiveConfig:
 class GenerationConfig:
     max_new_tokens: int = 48
     """Completion length during training and evaluation."""
+    min_new_tokens: int = 0
+    """No completion may end (EOS, or a line break with stop_at_newline) before this many tokens
+    (transformers' min_new_tokens, vLLM's min_tokens). Set it to the demonstrations' length where they are
+    cut to a fixed length (positive-reviews): the policy's text is then scored at the same length as
+    theirs, and a calibrated reward cannot be reached by stopping early."""
     temperature: float = 1.0
     """Sampling temperature (1.0 samples the policy itself, as the PPO ratio assumes)."""
     top_p: float = 1.0
@@ -487,6 +492,9 @@ def validate(c: Config) -> None:
         TRACKERS.check(name)
     _require(c.train.threads >= 0, f"train.threads must be >= 0, got {c.train.threads}")
     _require(c.generation.max_new_tokens >= 1, f"generation.max_new_tokens must be >= 1, got {c.generation.max_new_tokens}")
+    _require(0 <= c.generation.min_new_tokens <= c.generation.max_new_tokens,
+             f"generation.min_new_tokens must be between 0 and generation.max_new_tokens "
+             f"({c.generation.max_new_tokens}), got {c.generation.min_new_tokens}")
     _require(c.generation.temperature > 0, f"generation.temperature must be > 0, got {c.generation.temperature}")
     _require(c.generation.backend in ("transformers", "vllm"),
              f"generation.backend must be 'transformers' or 'vllm', got '{c.generation.backend}'")

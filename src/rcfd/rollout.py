@@ -208,6 +208,7 @@ def generate(model, tokenizer, prompts: list[str], gen_cfg, max_new_tokens: int 
             do_sample=False,
             logits_processor=sampling_processors(gen_cfg.temperature, gen_cfg.top_p),
             max_new_tokens=max_new_tokens or gen_cfg.max_new_tokens,
+            min_new_tokens=min(getattr(gen_cfg, "min_new_tokens", 0), max_new_tokens or gen_cfg.max_new_tokens),
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=sorted(eos),
             return_dict_in_generate=True,

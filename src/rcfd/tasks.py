@@ -34,7 +34,8 @@ TASKS = {t.name: t for t in [
          "RCfD and the weighted R_loglik + α·R_length baseline", "wiki-length"),
     Task("positive-reviews",
          "use case 2, offline: continue the first 10 tokens of a positive IMDB review (packaged); reward = "
-         "positive logit of the sentiment classifier trained on the packaged IMDB reviews", "positive-reviews"),
+         "positive logit of the sentiment classifier trained on the packaged IMDB reviews", "positive-reviews",
+         demo_runs=("beta0", "rcfd")),  # as use case 1; `--runs beta0,kl,rcfd` adds the β baseline
     Task("wiki-description",
          "use case 3, offline: write the short description of a Wikipedia extract; rewards = MiniLM "
          "text–summary similarity and length; demonstration = the human description", "wiki-description",

@@ -90,7 +90,8 @@ class VLLMGenerator:
         self.sync(policy)
         max_new = max_new_tokens or self.gen_cfg.max_new_tokens
         params = self.vllm.SamplingParams(temperature=self.gen_cfg.temperature, top_p=self.gen_cfg.top_p,
-                                          max_tokens=max_new, stop_token_ids=sorted(self.eos))
+                                          max_tokens=max_new, stop_token_ids=sorted(self.eos),
+                                          min_tokens=min(self.gen_cfg.min_new_tokens, max_new))
         prompt_ids = [self.tokenizer(p)["input_ids"] for p in prompts]
         outputs = self.llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids], params,
                                     lora_request=self.lora_request, use_tqdm=False)
