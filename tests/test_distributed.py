@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,13 +13,22 @@ from rcfd_testing import TINY
 HELPER = Path(__file__).parent / "helpers" / "two_process_train.py"
 
 
+def _free_port() -> int:
+    # A fresh port per launch: back-to-back launches on accelerate's fixed default (29500) can find it
+    # still held by the previous run's processes.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _launch(num_processes: int, out: Path, helper: Path = HELPER) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).parent / "helpers"))
     # `--multi_gpu` selects accelerate's multi-process launcher; without a GPU the processes talk over gloo
     # (`--cpu` would start a single process).
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu" if num_processes > 1 else "--cpu",
            "--num_processes", str(num_processes),
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "--num_machines", "1", "--main_process_port", str(_free_port()),
+           "--mixed_precision", "no", "--dynamo_backend", "no",
            str(helper), str(TINY), str(out)]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
 
