@@ -198,7 +198,8 @@ def generate(model, tokenizer, prompts: list[str], gen_cfg, max_new_tokens: int 
     """
     tokenizer.padding_side = "left"
     enc = tokenizer(prompts, return_tensors="pt", padding=True)
-    eos = eos_token_ids(model, tokenizer, getattr(gen_cfg, "stop_at_newline", False))
+    eos = eos_token_ids(model, tokenizer, gen_cfg.stop_at_newline)
+    max_new = max_new_tokens or gen_cfg.max_new_tokens
     was_training = model.training
     model.eval()
     with sampling_weights(model, len(prompts)):
@@ -207,8 +208,8 @@ def generate(model, tokenizer, prompts: list[str], gen_cfg, max_new_tokens: int 
             **enc,
             do_sample=False,
             logits_processor=sampling_processors(gen_cfg.temperature, gen_cfg.top_p),
-            max_new_tokens=max_new_tokens or gen_cfg.max_new_tokens,
-            min_new_tokens=min(getattr(gen_cfg, "min_new_tokens", 0), max_new_tokens or gen_cfg.max_new_tokens),
+            max_new_tokens=max_new,
+            min_new_tokens=min(gen_cfg.min_new_tokens, max_new),
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=sorted(eos),
             return_dict_in_generate=True,
