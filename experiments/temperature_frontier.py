@@ -8,7 +8,7 @@ Run: HF_HUB_OFFLINE=1 .venv/bin/python experiments/temperature_frontier.py [--te
 """
 
 import argparse
-import types
+import dataclasses
 
 import torch
 
@@ -53,8 +53,7 @@ def main() -> None:
     torch.manual_seed(args.seed)
     with (policy.disable_adapter() if hasattr(policy, "disable_adapter") else torch.no_grad()):
         for t in (float(x) for x in args.temperatures.split(",")):
-            gen = types.SimpleNamespace(temperature=t, top_p=1.0, max_new_tokens=cfg.generation.max_new_tokens,
-                                        stop_at_newline=False)
+            gen = dataclasses.replace(cfg.generation, temperature=t, top_p=1.0, stop_at_newline=False)
             rollout, _, logp0 = generate(policy, tokenizer, prompts, gen, want_logprobs=True)
             reward = logp0.sum(-1) / rollout.completion_mask.sum(-1)
             z = (reward.mean() - demo_reward.mean()) / demo_reward.std()
