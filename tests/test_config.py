@@ -28,6 +28,8 @@ def test_overrides_are_typed():
         ({}, ["train.clip_eps=2"], "train.clip_eps must be in (0, 1)"),
         ({}, ["train.steps=4", "train.warmup_steps=4"], "train.warmup_steps must be >= 0 and below train.steps (4)"),
         ({}, ["reward.names=nonsense"], "unknown reward 'nonsense'"),
+        ({}, ["reward.calibrate_also=nonsense"], "unknown reward 'nonsense'"),
+        ({}, ["reward.names=loglik", "reward.calibrate_also=loglik"], "name a reward twice (['loglik', 'loglik'])"),
         ({"model": 3}, [], "section 'model.' must be a mapping"),
         ({}, ["train.batch_size=10", "train.num_minibatches=3"], "divisible"),
         ({}, ["novalue"], "must look like key=value"),

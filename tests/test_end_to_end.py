@@ -122,6 +122,24 @@ def test_rcfd_batch_demo_mean_all_compares_with_every_training_target(tiny_confi
     assert demo_means[0] == pytest.approx(demo_means[1]) == pytest.approx(float(paired.mean()), abs=1e-6)
 
 
+def test_calibrate_also_is_calibrated_by_rcfd_and_ignored_by_reward_maximization(tmp_path):
+    also = ("--set", "reward.calibrate_also=[length]")
+    rows = {}
+    for objective in ("reward", "rcfd"):
+        for extra in ((), also):
+            run = tmp_path / f"{objective}{len(extra)}"
+            assert _train(run, "--no-eval", "--steps", "2", "--set", f"objective.name={objective}", *extra) == 0
+            rows[objective, bool(extra)] = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert all("rewards/length/mean" in r for r in rows["reward", True] + rows["rcfd", True])
+    own = lambda rs: [{k: v for k, v in r.items() if "length" not in k and "seconds" not in k} for r in rs]  # noqa: E731
+    # beta0 scores the extra column but does not optimize it: the same run as without it (to float
+    # rounding: a column of a two-column tensor is summed in another order)
+    for with_also, without in zip(own(rows["reward", True]), own(rows["reward", False]), strict=True):
+        assert with_also == pytest.approx(without, rel=1e-6, abs=1e-6)
+    # RCfD calibrates it as a second reward: the whitened objective, hence the update, changes
+    assert rows["rcfd", True][0]["train/objective"] != rows["rcfd", False][0]["train/objective"]
+
+
 def test_eval_every_logs_calibration_without_changing_training(tmp_path):
     plain, watched = tmp_path / "plain", tmp_path / "watched"
     assert _train(plain, "--no-eval") == 0

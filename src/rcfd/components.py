@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .config import reward_columns
 from .errors import RcfdError
 from .rundir import RunDir
 
@@ -58,7 +59,7 @@ def build_components(config, *, rank: int = 0, world: int = 1, progress: bool = 
     if world > 1:  # same initial weights everywhere, different sampling noise per process
         torch.manual_seed(c.train.seed + 1_000_003 * rank)
     train_ds, eval_ds = build_datasets(c.data, tokenizer)
-    rewards = build_rewards(c.reward.names, policy=policy, reference=reference, tokenizer=tokenizer,
+    rewards = build_rewards(reward_columns(c), policy=policy, reference=reference, tokenizer=tokenizer,
                             model_id=c.model.name, config=c.reward, progress=progress)
     components = Components(policy, tokenizer, reference, train_ds, eval_ds, rewards)
     wanted = c.objective.name in DEMO_OBJECTIVES if with_demo_rewards is None else with_demo_rewards

@@ -99,6 +99,12 @@ class RewardConfig:
     'sentiment' (learned IMDB classifier), 'vader', 'classifier' (an HF classifier's label logit),
     'similarity' (MiniLM source–summary similarity), 'reward-model' (an HF reward model), or a callable
     'module:function' with TRL's reward signature."""
+    calibrate_also: list = field(default_factory=list)
+    """Rewards that the RCfD objectives (rcfd, rcfd-mean, rcfd-batch) calibrate as well, as columns after
+    reward.names, while 'reward', 'kl' and 'weighted' ignore them; every run is scored and evaluated on
+    them. An extension: positive-reviews lists [loglik] so that RCfD keeps its text as likely under the
+    base model as the demonstrations' (the sentiment classifier cannot see it drift), while its beta0
+    baseline still maximizes the sentiment alone (docs/results.md)."""
     sentiment_model: typing.Optional[str] = None
     """'sentiment': directory written by `rcfd reward-model train` (default: the packaged-IMDB classifier,
     trained into the cache on first use)."""
@@ -413,6 +419,11 @@ def load_config(path=None, overrides=()) -> Config:
     return make_config(load_yaml(path) if path else {}, overrides)
 
 
+def reward_columns(c: Config) -> list[str]:
+    """The columns of R in order: reward.names, then reward.calibrate_also (RCfD objectives only)."""
+    return list(c.reward.names) + list(c.reward.calibrate_also)
+
+
 def _require(cond: bool, message: str) -> None:
     if not cond:
         raise RcfdError(message)
@@ -425,6 +436,12 @@ def validate(c: Config) -> None:
     for name in c.reward.names:
         if ":" not in name:
             REWARDS.check(name)
+    for name in c.reward.calibrate_also:
+        if ":" not in name:
+            REWARDS.check(name)
+    columns = reward_columns(c)
+    _require(len(set(columns)) == len(columns),
+             f"reward.names and reward.calibrate_also name a reward twice ({columns}); list each reward once")
     _require(c.objective.name != "weighted" or len(c.reward.names) >= 2,
              "objective.name=weighted needs at least two rewards in reward.names, e.g. [loglik, length]")
     _require(c.objective.beta >= 0, f"objective.beta must be >= 0, got {c.objective.beta}")

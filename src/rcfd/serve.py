@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .config import reward_columns
 from .errors import RcfdError
 from .objectives import rcfd
 from .rewards.base import check_finite
@@ -226,7 +227,8 @@ def build_app(service: RewardService, *, max_body_bytes: int = 16 << 20, max_bat
 
 
 def reward_from_config(config, cache_file=None, progress: bool = True):
-    """An RCfDReward over the base rewards of ``config`` (reward.names, with its model for loglik)."""
+    """An RCfDReward over the base rewards of ``config`` (reward.names and reward.calibrate_also, with its
+    model for loglik)."""
     from .integrations.trl import RCfDReward
     from .models import load_policy
     from .rewards import build_rewards
@@ -236,7 +238,7 @@ def reward_from_config(config, cache_file=None, progress: bool = True):
         torch.set_num_threads(c.train.threads)
     policy, tokenizer, reference = load_policy(c.model)
     policy.eval()
-    stack = build_rewards(c.reward.names, policy=policy, reference=reference, tokenizer=tokenizer,
+    stack = build_rewards(reward_columns(c), policy=policy, reference=reference, tokenizer=tokenizer,
                           model_id=c.model.name, config=c.reward, progress=progress)
     return RCfDReward(stack.rewards, cache_file=cache_file)
 

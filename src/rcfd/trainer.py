@@ -28,7 +28,7 @@ from . import checkpoint as ckpt
 from . import metric_names as N
 from . import metrics as M
 from .config import Config
-from .components import Components, build_components
+from .components import DEMO_OBJECTIVES, Components, build_components
 from .distributed import Processes
 from .errors import NonFiniteError, RcfdError
 from .evaluate import evaluate, evaluate_components
@@ -276,6 +276,8 @@ class Trainer:
         # 3. objective and 4. advantage
         beta = self.beta(self.step_idx)
         calibrated = with_second_moments(rewards) if self.match_spread else rewards  # objective.match_spread
+        if c.objective.name not in DEMO_OBJECTIVES:  # reward.calibrate_also: columns only RCfD optimizes
+            calibrated = calibrated[:, :len(c.reward.names)]
         gap_sum = num_prompts = None
         targets = demo  # what the objective calibrates to; `demo` stays the batch's own, for the logs
         if c.objective.name == "rcfd-batch":  # the mean gap is the whole batch's, over every process
