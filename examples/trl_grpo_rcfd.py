@@ -10,7 +10,8 @@ The policy is trained by TRL (its generation, loss, distribution); rcfd only sup
 −(R(x, y) − R(x, y_demo))² with R the average log-likelihood under a frozen copy of the base model
 and y_demo the Wikipedia continuation in the dataset's `demonstration` column (``--reward plain``: R
 itself; ``--reward rcfd-batch``: the batch's mean reward calibrated, RCfDReward(objective="rcfd-batch")
-with GRPO's ``scale_rewards="none"``). ``--monitor-every N`` adds rcfd's CalibrationMonitor: every N steps it samples the held-out
+with GRPO's ``scale_rewards="none"``, against all training demonstrations' mean unless ``--demo-mean
+batch``). ``--monitor-every N`` adds rcfd's CalibrationMonitor: every N steps it samples the held-out
 prompts and logs ``calibration/...`` (reward against the demonstrations in demo std, alignment,
 distinct-2, naturalness, KL) with TRL's own metrics, and warns once if the run over-optimizes.
 """
@@ -37,6 +38,9 @@ def main():
     parser.add_argument("--generations", type=int, default=4, help="completions per prompt (default 4)")
     parser.add_argument("--minibatches", type=int, default=1,
                         help="optimizer steps per generation (TRL's steps_per_generation; default 1)")
+    parser.add_argument("--demo-mean", choices=("all", "batch"), default="all",
+                        help="--reward rcfd-batch: compare with the mean reward of all training demonstrations "
+                             "(default, RCfDReward.fix_demo_mean) or of each call's own")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -64,6 +68,8 @@ def main():
         reward = _plain(loglik)
     else:
         reward = RCfDReward(loglik, demo_column="demonstration", objective=args.reward)
+        if args.reward == "rcfd-batch" and args.demo_mean == "all":
+            print(f"demonstrations' mean reward over {len(train)} training prompts: {reward.fix_demo_mean(train)[0]:.4f}")
     config = GRPOConfig(output_dir=args.out, use_cpu=True, max_steps=args.steps,
                         per_device_train_batch_size=rollouts // args.minibatches, steps_per_generation=args.minibatches,
                         num_generations=args.generations, max_completion_length=24, learning_rate=args.learning_rate,

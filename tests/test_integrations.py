@@ -67,6 +67,26 @@ def test_trl_reward_batch_form_by_hand_in_any_row_order():
         RCfDReward(n_words, objective="batch")
 
 
+def test_trl_reward_batch_form_against_a_fixed_demonstration_mean():
+    """fix_demo_mean: every prompt's gap is taken against the training set's mean demonstration reward."""
+    train = {"prompt": ["a", "b", "c", "d"], "demonstration": ["x", "x y", "x y z", "x y z w w w"], "id": [1, 2, 3, 4]}
+    reward = RCfDReward(n_words, objective="rcfd-batch")
+    assert reward.fix_demo_mean(train, chunk=3) == [3.0]  # (1 + 2 + 3 + 6) / 4, scored in two chunks
+    prompts, completions = ["p", "p", "q", "q"], ["a b c", "a", "a", "a b c d e"]  # R: p 3, 1; q 1, 5
+    demos = ["ignored", "ignored", "not used either", "not used either"]
+    gaps = {"p": 2 - 3, "q": 3 - 3}
+    expected = [-gaps["q"] * (3 - 1), -gaps["q"] * (1 - 3), -gaps["p"] * (1 - 5), -gaps["p"] * (5 - 1)]
+    assert reward(prompts, completions, demonstration=demos) == pytest.approx(expected)
+    assert RCfDReward(n_words, objective="rcfd-batch", demo_mean=[3.0])(
+        prompts, completions, demonstration=demos) == pytest.approx(expected)
+    with pytest.raises(RcfdError, match="applies to objective='rcfd-batch' only"):
+        RCfDReward(n_words, demo_mean=[1.0])
+    with pytest.raises(RcfdError, match="needs 2 finite value"):
+        RCfDReward([n_words, n_chars], objective="rcfd-batch", demo_mean=[1.0])
+    with pytest.raises(RcfdError, match="needs columns 'prompt' and 'demonstration', got text"):
+        reward.fix_demo_mean({"text": ["a"]})
+
+
 def test_trl_reward_reads_chat_messages_and_names_a_missing_column():
     reward = RCfDReward(n_words)
     chat_prompts = [[{"role": "user", "content": "hi"}]]

@@ -14,6 +14,10 @@ each completion gets rcfd's unbiased advantage −ḡ_{−x}(R_i − R̄_{−i})
 rcfd_batch_advantages`; ḡ_{−x}: the mean gap to the demonstrations of the call's other prompts).
 Its group mean is zero, so GRPO's group-mean baseline leaves it as it is; use it with
 ``GRPOConfig(scale_rewards="none")`` so its size, which shrinks as the run reaches its target, is kept.
+By default a call's gaps are taken against its own prompts' demonstrations; :meth:`RCfDReward.
+fix_demo_mean` (or ``demo_mean=``) compares every prompt with the mean over the whole training set's
+demonstrations instead, as rcfd's own trainer does (``objective.demo_mean=all``): a handful of
+demonstrations per call adds their own spread to the gap's noise (docs/design.md).
 
 Example::
 
@@ -69,10 +73,13 @@ class RCfDReward:
         objective: ``"rcfd"`` (the paper's per-completion −(R − R_demo)²) or ``"rcfd-batch"`` (the
             batch's mean reward against the demonstrations'; each call must hold at least 2 prompts
             with the same number ≥ 2 of completions each, as GRPO's generation batches do).
+        demo_mean: ``"rcfd-batch"`` only: K floats (one per reward), the demonstrations' mean reward
+            that every prompt's is compared with; ``None`` uses each call's own demonstrations.
+            :meth:`fix_demo_mean` computes it from a dataset.
     """
 
     def __init__(self, rewards, demo_column: str = "demonstration", name: str = "rcfd", cache_file=None,
-                 objective: str = "rcfd"):
+                 objective: str = "rcfd", demo_mean=None):
         rewards = list(rewards) if isinstance(rewards, (list, tuple)) else [rewards]
         if not rewards:
             raise RcfdError("RCfDReward needs at least one base reward")
@@ -80,6 +87,9 @@ class RCfDReward:
             raise RcfdError(f"RCfDReward: objective must be 'rcfd' or 'rcfd-batch', got {objective!r}")
         self.objective = objective
         self.stack = RewardStack([as_reward(r, "RCfDReward") for r in rewards])
+        self.demo_mean = None
+        if demo_mean is not None:
+            self._set_demo_mean(torch.as_tensor(demo_mean, dtype=torch.float32).reshape(-1))
         self.demo_column = demo_column
         self.__name__ = name  # TRL names reward functions by __name__
         self.cache_file = Path(cache_file) if cache_file else None
@@ -113,6 +123,33 @@ class RCfDReward:
                     append_jsonl(self.cache_file, {"key": keys[i], "values": row})
         return torch.tensor([self._cache[k] for k in keys], dtype=torch.float32)
 
+    def _set_demo_mean(self, mean: torch.Tensor) -> None:
+        if self.objective != "rcfd-batch":
+            raise RcfdError("RCfDReward: demo_mean applies to objective='rcfd-batch' only (the paper's 'rcfd' "
+                            "calibrates each completion to its own demonstration)")
+        if mean.numel() != len(self.stack.rewards) or not torch.isfinite(mean).all():
+            raise RcfdError(f"RCfDReward: demo_mean needs {len(self.stack.rewards)} finite value(s), one per base "
+                            f"reward, got {mean.tolist()}")
+        self.demo_mean = mean
+
+    def fix_demo_mean(self, dataset, prompt_column: str = "prompt", chunk: int = 64) -> list[float]:
+        """Score every demonstration of ``dataset`` (a ``datasets.Dataset`` or a dict of columns, e.g.
+        the training set) and compare each call's prompts with their mean from now on; returns it."""
+        names = list(dataset.column_names) if hasattr(dataset, "column_names") else list(dataset)
+        if prompt_column not in names or self.demo_column not in names:
+            raise RcfdError(f"RCfDReward.fix_demo_mean: the dataset needs columns '{prompt_column}' and "
+                            f"'{self.demo_column}', got {', '.join(names) or 'none'}")
+        columns = {k: list(dataset[k]) for k in names if k not in (prompt_column, self.demo_column)}
+        prompts = [as_text(x) for x in dataset[prompt_column]]
+        demos = [as_text(x) for x in dataset[self.demo_column]]
+        chunks = [self.demo_rewards(prompts[i:i + chunk], demos[i:i + chunk],
+                                    **{k: v[i:i + chunk] for k, v in columns.items()})
+                  for i in range(0, len(prompts), chunk)]
+        if not chunks:
+            raise RcfdError("RCfDReward.fix_demo_mean: the dataset is empty")
+        self._set_demo_mean(torch.cat(chunks).mean(0))
+        return self.demo_mean.tolist()
+
     def __call__(self, prompts, completions, **kwargs) -> list[float]:
         if self.demo_column not in kwargs:
             shown = ", ".join(sorted(k for k in kwargs if k not in _TRL_KWARGS)) or "none"
@@ -127,6 +164,8 @@ class RCfDReward:
         demo = self.demo_rewards(p, d, **columns)
         if self.objective == "rcfd":
             return rcfd(policy, demo).tolist()
+        if self.demo_mean is not None:  # every prompt against the whole training set's demonstrations
+            demo = self.demo_mean.expand_as(demo)
         return _batch_calibrated(p, policy, demo).tolist()
 
 
