@@ -433,13 +433,10 @@ def validate(c: Config) -> None:
     """Range and choice checks, each naming the field and what to write instead."""
     OBJECTIVES.check(c.objective.name)
     _require(len(c.reward.names) > 0, "reward.names is empty; list at least one reward, e.g. [loglik]")
-    for name in c.reward.names:
-        if ":" not in name:
-            REWARDS.check(name)
-    for name in c.reward.calibrate_also:
-        if ":" not in name:
-            REWARDS.check(name)
     columns = reward_columns(c)
+    for name in columns:
+        if ":" not in name:
+            REWARDS.check(name)
     _require(len(set(columns)) == len(columns),
              f"reward.names and reward.calibrate_also name a reward twice ({columns}); list each reward once")
     _require(c.objective.name != "weighted" or len(c.reward.names) >= 2,

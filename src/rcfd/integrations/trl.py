@@ -161,11 +161,11 @@ class RCfDReward:
         d = [as_text(x) for x in kwargs[self.demo_column]]
         policy = self.stack(p, c, **columns)
         check_finite(policy, "the reward")
+        if self.demo_mean is not None:  # rcfd-batch: every prompt against the training set's demonstrations
+            return _batch_calibrated(p, policy, self.demo_mean.expand_as(policy)).tolist()
         demo = self.demo_rewards(p, d, **columns)
         if self.objective == "rcfd":
             return rcfd(policy, demo).tolist()
-        if self.demo_mean is not None:  # every prompt against the whole training set's demonstrations
-            demo = self.demo_mean.expand_as(demo)
         return _batch_calibrated(p, policy, demo).tolist()
 
 
