@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from scipy.stats import wasserstein_distance
 
 from rcfd.cli import main
 from rcfd.errors import RcfdError
@@ -158,6 +159,37 @@ def test_demonstration_targets_mean_and_second_moment(tmp_path, tiny_config):
         assert got[row].tolist() == pytest.approx([sum(n) / 3, sum(x * x for x in n) / 3])
 
 
+def test_train_demonstrations_cuts_training_targets_only(tmp_path, tiny_config):
+    from rcfd.data import build_datasets
+    from rcfd.models import load_tokenizer, resolve_model_path
+
+    data = f"data.source={_several_demos_file(tmp_path / 'd.jsonl')}"
+    config = tiny_config(data, "data.num_eval=2", "data.train_demonstrations=1")
+    tokenizer = load_tokenizer(resolve_model_path(config.model.name))
+    train, held_out = build_datasets(config.data, tokenizer)
+    assert all(len(d) == 1 for d in train["demonstrations"]) and train["demonstration"][0] == train["demonstrations"][0][0]
+    assert all(len(d) == 3 for d in held_out["demonstrations"])  # evaluation compares with every one
+    with pytest.raises(RcfdError, match="data.train_demonstrations must be >= 1"):
+        tiny_config(data, "data.train_demonstrations=0")
+
+
+def test_several_demos_fields_by_hand():
+    from rcfd.evaluate import several_demos_fields
+
+    # Two prompts, two samples each; prompt 0 has demonstrations [0, 2], prompt 1 has [5, 5, 8].
+    values = torch.tensor([[0.0], [2.0], [5.0], [7.0]])
+    demos, counts = torch.tensor([[0.0], [2.0], [5.0], [5.0], [8.0]]), torch.tensor([2, 3])
+    out = several_demos_fields(["r"], values, 2, demos, counts, bins=10, smoothing=0.5)
+    # Prompt 0 matches exactly (W1 0); prompt 1: quantile functions {5, 7} and {5, 5, 8} differ by
+    # |5−5|·1/3 + |5−5|·1/6 + |7−5|·1/6 + |7−8|·1/3 = 2/3, so the mean over prompts is 1/3.
+    assert out["rewards/r/wasserstein_per_prompt"] == pytest.approx(1 / 3)
+    assert out["rewards/r/std_per_prompt"] == pytest.approx((2 ** 0.5 + 2 ** 0.5) / 2)
+    assert out["rewards/r/demo_std_per_prompt"] == pytest.approx((2 ** 0.5 + 3 ** 0.5) / 2)
+    assert out["demos_per_prompt"] == 2.5 and out["wasserstein_per_prompt"] == out["rewards/r/wasserstein_per_prompt"]
+    # Pooled: {0, 2, 5, 7} against {0, 2, 5, 5, 8}.
+    assert out["rewards/r/wasserstein_all_demos"] == pytest.approx(wasserstein_distance([0, 2, 5, 7], [0, 2, 5, 5, 8]))
+
+
 @pytest.mark.slow
 def test_match_spread_trains_and_refuses_single_demonstrations(tmp_path, tiny_config):
     from rcfd.components import build_components
@@ -171,7 +203,9 @@ def test_match_spread_trains_and_refuses_single_demonstrations(tmp_path, tiny_co
     with pytest.raises(RcfdError, match="data.min_demonstrations"):
         tiny_config("data.min_demonstrations=9")
     data = _several_demos_file(tmp_path / "d.jsonl")
-    assert main(["train", "--task", "tiny", "--out", str(tmp_path / "run"), "--steps", "2", "--no-eval", "--quiet",
+    assert main(["train", "--task", "tiny", "--out", str(tmp_path / "run"), "--steps", "2", "--quiet",
                  "--set", f"data.source={data}", "--set", "data.num_eval=2", *[a for s in spread for a in ("--set", s)]]) == 0
     targets = torch.load(tmp_path / "run" / "demo_rewards.pt")
     assert targets.shape == (10, 2) and (targets[:, 1] > targets[:, 0] ** 2).all()  # E[R²] > E[R]²: a spread
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["demos_per_prompt"] == 3 and summary["wasserstein_per_prompt"] >= 0  # held out: every demonstration

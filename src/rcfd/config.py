@@ -86,6 +86,10 @@ class DataConfig:
     """With group_demonstrations: drop prompts with fewer demonstrations than this."""
     max_demonstrations: int = 8
     """With group_demonstrations: keep at most this many demonstrations per prompt (the first ones)."""
+    train_demonstrations: typing.Optional[int] = None
+    """Training prompts keep at most this many of their demonstrations (the first ones); held-out prompts keep
+    all of theirs, since evaluation compares with them. With group_demonstrations, 1 trains on one
+    demonstration per prompt of the same prompts (the paper's setting), beside a run with all of them."""
     demo_fraction: float = 1.0
     """Share of the training prompts that keep their demonstration (the first ones of the split's random
     order); the others have none, as in prompt sets with demonstrations for some prompts only. RCfD
@@ -457,6 +461,8 @@ def validate(c: Config) -> None:
     _require(1 <= c.data.min_demonstrations <= c.data.max_demonstrations,
              f"data.min_demonstrations ({c.data.min_demonstrations}) must be >= 1 and <= data.max_demonstrations "
              f"({c.data.max_demonstrations})")
+    _require(c.data.train_demonstrations is None or c.data.train_demonstrations >= 1,
+             f"data.train_demonstrations must be >= 1 (or null: all), got {c.data.train_demonstrations}")
     _require(0 < c.data.demo_fraction <= 1, f"data.demo_fraction must be in (0, 1], got {c.data.demo_fraction}")
     _require(c.objective.beta_end is None or c.objective.beta_end >= 0,
              f"objective.beta_end must be >= 0, got {c.objective.beta_end}")

@@ -287,6 +287,8 @@ def build_datasets(cfg, tokenizer):
     rows, order, n_eval = _ordered_pairs(cfg, tokenizer)
     eval_rows = [rows[i] for i in order[:n_eval]]
     train_rows = [rows[i] for i in order[n_eval:n_eval + cfg.num_train]]
+    if cfg.train_demonstrations is not None:  # fewer targets per training prompt; evaluation keeps every one
+        train_rows = [{**r, "demonstrations": demonstrations_of(r)[:cfg.train_demonstrations]} for r in train_rows]
     if cfg.demo_fraction < 1:  # a prompt set with demonstrations for some prompts only (the first ones)
         keep = round(cfg.demo_fraction * len(train_rows))
         train_rows = train_rows[:keep] + [{**r, "demonstration": "", "long_demonstration": "", "demonstrations": []}

@@ -67,6 +67,25 @@ def reward_fields(rewards_names, values: torch.Tensor, demo_values: torch.Tensor
     return out
 
 
+def several_demos_fields(rewards_names, values: torch.Tensor, per_prompt: int, demo_values: torch.Tensor,
+                         demo_counts: torch.Tensor, bins, smoothing) -> dict:
+    """Reward statistics against every demonstration of each held-out prompt (datasets with several per
+    prompt): the pooled distribution's alignment and Wasserstein-1, and per prompt, the Wasserstein-1 between
+    its samples and its own demonstrations and the reward spread of each (means over prompts)."""
+    counts = demo_counts.tolist()
+    out = {"demos_per_prompt": float(demo_counts.float().mean())}
+    for k, name in enumerate(rewards_names):
+        v, d = values[:, k].tolist(), demo_values[:, k].tolist()
+        out[f"rewards/{name}/alignment_all_demos"] = M.histogram_kl(demo_values[:, k], values[:, k], bins, smoothing)
+        out[f"rewards/{name}/wasserstein_all_demos"] = M.wasserstein(v, d)
+        out[f"rewards/{name}/wasserstein_per_prompt"] = M.per_prompt_wasserstein(v, per_prompt, d, counts)
+        out[f"rewards/{name}/std_per_prompt"] = M.mean_group_std(v, [per_prompt] * (len(v) // per_prompt))
+        out[f"rewards/{name}/demo_std_per_prompt"] = M.mean_group_std(d, counts)
+    for key in ("alignment_all_demos", "wasserstein_all_demos", "wasserstein_per_prompt"):
+        out[key] = float(sum(out[f"rewards/{n}/{key}"] for n in rewards_names) / len(rewards_names))
+    return out
+
+
 def diversity_fields(token_rows, demo_rows, per_prompt: int) -> dict:
     """Distinct-1/2 and repeated 4-grams of the completions and of the demonstrations, each pair cut to
     their common length. Pooled distinct-n falls as text is added, so with several samples per prompt it
@@ -96,9 +115,11 @@ def demo_reference(tokenizer, eval_ds, max_tokens: int) -> tuple[Rollout, list[l
 @torch.no_grad()
 def evaluate(policy, reference, tokenizer, eval_ds, rewards, demo_values, cfg, *, base: bool = False,
              seed: int = 0, desc: str = "eval", progress: bool = True, samples_per_prompt: int | None = None,
-             curves: bool = True) -> dict:
+             curves: bool = True, every_demo: tuple | None = None) -> dict:
     """Metrics of the policy (``base=True``: of the reference model) on held-out prompts; ``curves=False``
-    skips the long-generation log-likelihood curves (the quick evaluation during training)."""
+    skips the long-generation log-likelihood curves (the quick evaluation during training).
+    ``every_demo``, (rewards of every demonstration, count per prompt) when prompts have several, adds
+    :func:`several_demos_fields`."""
     gen, ev = cfg.generation, cfg.eval
     per_prompt = ev.samples_per_prompt if samples_per_prompt is None else samples_per_prompt
     unique_prompts = list(eval_ds["prompt"])
@@ -128,6 +149,8 @@ def evaluate(policy, reference, tokenizer, eval_ds, rewards, demo_values, cfg, *
                                    demo_rollout.completion_mask)
     values = torch.cat(values, 0)
     out = reward_fields(rewards.names, values, demo_values, ev.bins, ev.smoothing, per_prompt)
+    if every_demo is not None:
+        out.update(several_demos_fields(rewards.names, values, per_prompt, *every_demo, ev.bins, ev.smoothing))
     demo_nat_mean, demo_nat_std = M.mean_std(demo_natural)
     out.update(
         samples_per_prompt=per_prompt, num_prompts=len(unique_prompts),
@@ -164,12 +187,17 @@ def evaluate_components(components, config, *, base: bool = False, dataset=None,
                         progress: bool = True) -> dict:
     """:func:`evaluate` on a run's components (:mod:`rcfd.components`): its held-out split unless
     ``dataset`` is given, the demonstrations' rewards computed (or read from the cache) unless given."""
-    from .rewards.demo_cache import demo_rewards
+    from .rewards.demo_cache import demo_rewards, every_demo_rewards
 
     c = components
     dataset = c.eval_ds if dataset is None else dataset
     if demo_values is None:
         demo_values = demo_rewards(c.rewards, dataset, c.tokenizer, config.generation.max_new_tokens,
                                    desc="demonstration rewards (eval)", progress=progress)
+    every_demo = None
+    if "demonstrations" in dataset.column_names and max(map(len, dataset["demonstrations"]), default=0) > 1:
+        every_demo = every_demo_rewards(c.rewards, dataset, c.tokenizer, config.generation.max_new_tokens,
+                                        desc="every demonstration's reward (eval)", progress=progress)
     return evaluate(c.policy, c.reference, c.tokenizer, dataset, c.rewards, demo_values, config, base=base,
-                    seed=config.train.seed, desc="base" if base else config.objective.name, progress=progress)
+                    seed=config.train.seed, desc="base" if base else config.objective.name, progress=progress,
+                    every_demo=every_demo)

@@ -36,6 +36,29 @@ def wasserstein(a, b) -> float:
     return float(wasserstein_distance(np.asarray(a, float), np.asarray(b, float)))
 
 
+def grouped(values, counts) -> list[np.ndarray]:
+    """Split ``values`` into consecutive groups of ``counts[i]`` values (a prompt's samples or demonstrations)."""
+    values = np.asarray(values, dtype=np.float64)
+    edges = np.cumsum([0, *counts])
+    return [values[a:b] for a, b in zip(edges[:-1], edges[1:])]
+
+
+def per_prompt_wasserstein(values, per_prompt: int, demo_values, demo_counts) -> float:
+    """Mean over prompts of the Wasserstein-1 distance between a prompt's samples (``per_prompt``
+    consecutive ``values``) and the rewards of its own demonstrations (``demo_counts[i]`` consecutive
+    ``demo_values``): how well each prompt's reward distribution matches its demonstrations'."""
+    samples = grouped(values, [per_prompt] * (len(values) // per_prompt))
+    demos = grouped(demo_values, demo_counts)
+    return float(np.mean([wasserstein(a, b) for a, b in zip(samples, demos)]))
+
+
+def mean_group_std(values, counts) -> float:
+    """Mean over groups of two or more of the standard deviation within a group (ddof 1): the spread of
+    one prompt's rewards, averaged over prompts."""
+    stds = [g.std(ddof=1) for g in grouped(values, counts) if len(g) > 1]
+    return float(np.mean(stds)) if stds else math.nan
+
+
 def ngrams(tokens, n: int):
     return [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
 

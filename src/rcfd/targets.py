@@ -212,19 +212,14 @@ def demonstration_targets(rewards, dataset, tokenizer, max_tokens: int, *, secon
                           progress: bool = True) -> torch.Tensor:
     """[N, K] mean reward of each row's demonstrations (one or several; every row needs one), and with
     ``second_moment`` [N, 2K]: the mean of R and the mean of R² over them."""
-    import datasets
+    from .rewards.demo_cache import every_demo_rewards
 
-    from .rewards.demo_cache import demo_rewards
-
-    demos = [list(d) for d in dataset["demonstrations"]]
-    flat = datasets.Dataset.from_dict({"prompt": [p for p, ds in zip(dataset["prompt"], demos) for _ in ds],
-                                       "demonstration": [d for ds in demos for d in ds]})
-    values = demo_rewards(rewards, flat, tokenizer, max_tokens, desc="demonstration rewards (train)", progress=progress)
+    values, counts = every_demo_rewards(rewards, dataset, tokenizer, max_tokens, desc="demonstration rewards (train)",
+                                        progress=progress)
     if second_moment:
         values = torch.cat([values, values ** 2], -1)
-    counts = torch.tensor([len(d) for d in demos])
-    totals = torch.zeros(len(demos), values.shape[1]).index_add_(0, torch.repeat_interleave(torch.arange(len(demos)), counts),
-                                                               values)
+    totals = torch.zeros(len(counts), values.shape[1]).index_add_(
+        0, torch.repeat_interleave(torch.arange(len(counts)), counts), values)
     return totals / counts.to(values.dtype)[:, None]
 
 

@@ -41,3 +41,16 @@ def demo_rewards(rewards, dataset, tokenizer, max_tokens: int, batch_size: int =
     values = torch.cat(parts, 0)
     save_torch(path, values)
     return values
+
+
+def every_demo_rewards(rewards, dataset, tokenizer, max_tokens: int, desc: str = "demonstration rewards",
+                       progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """([M, K] rewards of every demonstration of every row, [N] how many each row has, in row order), for
+    datasets whose column ``demonstrations`` holds several per prompt; cached like :func:`demo_rewards`."""
+    import datasets
+
+    demos = [list(d) for d in dataset["demonstrations"]]
+    flat = datasets.Dataset.from_dict({"prompt": [p for p, ds in zip(dataset["prompt"], demos) for _ in ds],
+                                       "demonstration": [d for ds in demos for d in ds]})
+    values = demo_rewards(rewards, flat, tokenizer, max_tokens, desc=desc, progress=progress)
+    return values, torch.tensor([len(d) for d in demos])
