@@ -34,10 +34,11 @@ class Registry(dict):
 
 REWARDS = Registry("reward", "reward.names", {
     "loglik": "average per-token log-likelihood of the completion under the frozen base model (use case 1)",
-    "loglik-head": "extension: mean log-likelihood of the completion's first half (calibrated with "
-                   "`loglik-tail`, a loop cannot match the demonstrations on average)",
+    "loglik-head": "extension: mean log-likelihood of the completion's first half (with `loglik-tail`: "
+                   "each half calibrated)",
     "loglik-tail": "extension: mean log-likelihood of the completion's second half",
-    "loglik-spread": "extension: standard deviation of the completion's per-token log-likelihoods",
+    "loglik-spread": "extension: standard deviation of the completion's per-token log-likelihoods (calibrated "
+                     "with `loglik`, a loop cannot match the demonstrations on average)",
     "length": "−(completion tokens)",
     "sentiment": "positive logit of the TF-IDF + logistic-regression classifier trained on the packaged IMDB "
                  "reviews (`rcfd reward-model train`; `reward.sentiment_model`)",

@@ -6,8 +6,9 @@ match (1/|y|)·log π_θ0(y|x), which is what we compute.
 Statistics beyond the mean (an extension, not the paper's): a scalar average can be met by degenerate
 text, e.g. a loop whose first tokens are unlikely and whose repeats are predictable averages to the
 demonstrations' log-likelihood. Calibrating several statistics of the same per-token values at once
-(``reward.names=[loglik-head, loglik-tail]``, multi-reward RCfD) closes that door: such a loop is too
-unlikely in its first half and too likely in its second.
+(multi-reward RCfD) narrows that door: ``[loglik, loglik-spread]`` (what the positive-reviews preset
+calibrates) asks for the demonstrations' mean and their unevenness, which a loop's mix of unlikely
+and near-certain tokens does not have; ``[loglik-head, loglik-tail]`` asks for each half's mean.
 
 * ``loglik``: mean over the completion's tokens;
 * ``loglik-head`` / ``loglik-tail``: mean over its first ⌈n/2⌉ / last ⌊n/2⌋ tokens (a one-token
