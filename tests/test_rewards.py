@@ -60,6 +60,21 @@ def test_loglik_statistic_rewards_share_the_reference_pass(tiny_model, tiny_toke
     assert abs(mean - (head * ((n + 1) // 2) + tail * (n // 2)) / n) < 1e-5
 
 
+def test_repetition_reward_by_hand(tiny_tokenizer):
+    from rcfd.logprobs import Rollout
+
+    # Row 0: tokens 5 6 5 7 5 (two repeats of five); row 1: no repeat; row 2: empty completion.
+    ids = torch.tensor([[5, 6, 5, 7, 5], [8, 9, 0, 0, 0], [0, 0, 0, 0, 0]])
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [0, 0, 0, 0, 0]])
+    rollout = Rollout(torch.zeros(3, 1, dtype=torch.long), torch.ones(3, 1, dtype=torch.long), ids, mask)
+    stack = build_rewards(["repetition"], policy=None, reference=None, tokenizer=tiny_tokenizer,
+                          model_id="tiny")
+    assert stack(["a", "b", "c"], ["", "", ""], rollout=rollout)[:, 0].tolist() == pytest.approx([0.4, 0.0, 0.0])
+    # From text: a loop repeats more of its tokens than a sentence that repeats no word.
+    loop, plain = stack(["p", "p"], [" the cat the cat the cat the cat", " a small grey cat sat down"])[:, 0].tolist()
+    assert loop > plain + 0.2
+
+
 def test_callable_reward_and_stack():
     stack = build_rewards(["reward_fixtures:word_count"], policy=None, reference=None, tokenizer=None, model_id="x")
     values = stack(["p", "q"], ["a b c", "d"])

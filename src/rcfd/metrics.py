@@ -74,16 +74,17 @@ def distinct_n(sequences, n: int) -> float:
     return len(unique) / total if total else 0.0
 
 
+def repeated_share(tokens, n: int = 4) -> float | None:
+    """Share of a sequence's n-grams that repeat an earlier n-gram of it (None when it has no n-gram)."""
+    grams = ngrams(list(tokens), n)
+    if not grams:
+        return None
+    return sum(c - 1 for c in Counter(grams).values()) / len(grams)
+
+
 def repetition_n(sequences, n: int = 4) -> float:
     """Mean over sequences of the share of n-grams that repeat an earlier n-gram of the same sequence."""
-    rates = []
-    for seq in sequences:
-        grams = ngrams(list(seq), n)
-        if not grams:
-            continue
-        counts = Counter(grams)
-        repeated = sum(c - 1 for c in counts.values())
-        rates.append(repeated / len(grams))
+    rates = [r for r in (repeated_share(seq, n) for seq in sequences) if r is not None]
     return float(np.mean(rates)) if rates else 0.0
 
 

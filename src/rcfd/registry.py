@@ -40,6 +40,8 @@ REWARDS = Registry("reward", "reward.names", {
     "loglik-spread": "extension: standard deviation of the completion's per-token log-likelihoods (calibrated "
                      "with `loglik`, a loop cannot match the demonstrations on average)",
     "length": "−(completion tokens)",
+    "repetition": "extension: share of the completion's tokens that repeat an earlier token of it (calibrated, "
+                  "the texts repeat themselves as much as the demonstrations; a loop cannot match)",
     "sentiment": "positive logit of the TF-IDF + logistic-regression classifier trained on the packaged IMDB "
                  "reviews (`rcfd reward-model train`; `reward.sentiment_model`)",
     "vader": "VADER compound sentiment",

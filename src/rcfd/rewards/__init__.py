@@ -11,8 +11,10 @@ from .base import Reward, RewardStack
 from .callable import CallableReward
 from .length import LengthReward
 from .loglik import LogLikelihoodReward
+from .repetition import RepetitionReward
 
-__all__ = ["Reward", "RewardStack", "LogLikelihoodReward", "LengthReward", "CallableReward", "build_rewards"]
+__all__ = ["Reward", "RewardStack", "LogLikelihoodReward", "LengthReward", "CallableReward", "RepetitionReward",
+           "build_rewards"]
 
 
 def _sentiment(ctx):
@@ -51,6 +53,7 @@ BUILDERS = {
     **{f"loglik-{s}": (lambda ctx, s=s: LogLikelihoodReward(ctx.policy, ctx.reference, ctx.tokenizer, ctx.model_id,
                                                             statistic=s)) for s in ("head", "tail", "spread")},
     "length": lambda ctx: LengthReward(ctx.tokenizer),
+    "repetition": lambda ctx: RepetitionReward(ctx.tokenizer),
     "sentiment": _sentiment,
     "vader": _vader,
     "classifier": _classifier,
