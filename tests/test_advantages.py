@@ -85,6 +85,30 @@ def test_rcfd_mean_with_several_rewards_scales_each_term():
     assert torch.allclose(rcfd_mean_advantages(r2, demo2, 2), one, atol=1e-5)  # a reward's units do not matter
 
 
+def test_demo_reward_scale_keeps_each_terms_size_by_hand():
+    """objective.reward_scale=demo: each reward's term over the variance of its training targets, so a
+    term shrinks with its gap instead of being rescaled to unit batch std."""
+    from rcfd.objectives import combine_columns
+    from rcfd.targets import target_variance
+
+    terms = torch.tensor([[2.0, 0.5], [-2.0, -0.5]])
+    assert torch.allclose(combine_columns(terms, torch.tensor([4.0, 0.25])), torch.tensor([2 / 4 + 2.0, -2 / 4 - 2.0]))
+    assert torch.allclose(combine_columns(terms), torch.tensor([2.0, -2.0]))  # batch std: both terms unit size
+    # targets: column 0 values 1, 3 (variance 1) with a row without a target; column 1: 0, 4, 8 (32/3)
+    targets = torch.tensor([[1.0, 0.0], [3.0, 4.0], [float("nan"), 8.0]])
+    assert torch.allclose(target_variance(targets), torch.tensor([1.0, 32 / 3]))
+    with pytest.raises(Exception, match="reward_scale=batch"):
+        target_variance(torch.tensor([[1.0], [1.0]]))
+    # rcfd-mean with the demo scale: the raw terms −(R̄_{−i} − R_d)(R_i − R̄_{−i}) over the fixed unit, summed.
+    r = torch.tensor([[1.0, 10.0], [3.0, 50.0], [2.0, 20.0], [0.0, 40.0]])
+    demo = torch.tensor([[0.0, 0.0], [0.0, 0.0], [1.0, 10.0], [1.0, 10.0]])
+    scale = torch.tensor([1.0, 100.0])
+    far = rcfd_mean_advantages(r, demo, 2, scale)
+    others = torch.tensor([[3.0, 50.0], [1.0, 10.0], [0.0, 40.0], [2.0, 20.0]])
+    assert torch.allclose(far, (-(others - demo) * (r - others) / scale).sum(-1))
+    assert torch.allclose(objective_values("rcfd-mean", r, demo_rewards=demo, k=2, scale=scale), far)
+
+
 def test_rcfd_batch_advantage_by_hand():
     r = torch.tensor([[1.0], [3.0], [0.0], [4.0], [5.0], [5.0]])  # three prompts, k = 2
     demo = torch.tensor([[1.0]] * 2 + [[1.0]] * 2 + [[8.0]] * 2)

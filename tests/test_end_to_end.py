@@ -122,6 +122,25 @@ def test_rcfd_batch_demo_mean_all_compares_with_every_training_target(tiny_confi
     assert demo_means[0] == pytest.approx(demo_means[1]) == pytest.approx(float(paired.mean()), abs=1e-6)
 
 
+def test_demo_reward_scale_divides_by_the_training_targets_variance(tiny_config, tmp_path, monkeypatch):
+    """objective.reward_scale=demo hands the objective each column's variance over the training targets."""
+    import rcfd.trainer as trainer_module
+    from rcfd.objectives import objective_values
+
+    seen = []
+    monkeypatch.setattr(trainer_module, "objective_values",
+                        lambda *a, **kw: seen.append(kw["scale"]) or objective_values(*a, **kw))
+    mean = ("train.num_generations=2", "objective.name=rcfd-mean", "train.advantage=rloo",
+            "reward.calibrate_also=[loglik-spread]")
+    for scale in ("batch", "demo"):
+        t = trainer_module.Trainer(tiny_config("train.steps=1", *mean, f"objective.reward_scale={scale}"),
+                                   tmp_path / scale, progress=False)
+        t.train()
+    assert seen[0] is None
+    assert torch.allclose(seen[1], t.demo_train.var(0, unbiased=False))
+    assert seen[1].shape == (2,)
+
+
 def test_calibrate_also_is_calibrated_by_rcfd_and_ignored_by_reward_maximization(tmp_path):
     also = ("--set", "reward.calibrate_also=[length]")
     rows = {}

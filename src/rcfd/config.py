@@ -155,6 +155,12 @@ class ObjectiveConfig:
     each reward as well as its mean, so the policy's reward distribution matches the spread of the
     demonstrations' and not only their mean (an extension; rcfd-mean needs several demonstrations per
     prompt, see data.group_demonstrations). Implemented as RCfD on the rewards (R, R²)."""
+    reward_scale: str = "batch"
+    """Objectives 'rcfd-mean' and 'rcfd-batch' with several reward columns: how each reward's advantage
+    term is put on a common scale before they are summed. 'batch': divided by its std in the batch (as the
+    paper whitens its calibrated terms), so every reward pulls equally hard however close it is to its
+    target; 'demo': divided by the variance of its training targets (a fixed unit), so a reward's pull
+    fades as its gap closes (an extension)."""
     target: str = "demo"
     """What RCfD objectives calibrate to: 'demo' (R(x, y_demo) of the prompt's own demonstration: the
     paper's), 'predicted' (a target model's prediction of R(x, y_demo) from the prompt, for every prompt:
@@ -448,6 +454,8 @@ def validate(c: Config) -> None:
     _require(c.objective.beta >= 0, f"objective.beta must be >= 0, got {c.objective.beta}")
     _require(c.objective.gap_memory == 0 or c.objective.gap_memory >= 1,
              f"objective.gap_memory must be 0 (off) or at least 1 step, got {c.objective.gap_memory}")
+    _require(c.objective.reward_scale in ("batch", "demo"),
+             f"objective.reward_scale must be 'batch' or 'demo', got '{c.objective.reward_scale}'")
     _require(c.objective.demo_mean in ("batch", "all"),
              f"objective.demo_mean must be 'batch' or 'all', got '{c.objective.demo_mean}'")
     _require(c.objective.target in ("demo", "predicted", "mixed"),

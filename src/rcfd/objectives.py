@@ -140,19 +140,31 @@ def rcfd(rewards: torch.Tensor, demo_rewards: torch.Tensor) -> torch.Tensor:
     return whiten(terms, dim=0).sum(-1)
 
 
-def rcfd_mean_advantages(rewards: torch.Tensor, demo_rewards: torch.Tensor, k: int) -> torch.Tensor:
+def combine_columns(terms: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+    """[B, K] per-reward advantage terms -> [B], summed over rewards. By default (``objective.reward_scale``
+    'batch') each of K > 1 terms is divided by its batch std, as the paper whitens its K calibrated
+    terms: every reward then pulls with the same force whatever its gap, so steps stay full-size at the
+    target. ``scale`` [K] ('demo': the squared spread of the training targets of each reward) divides by a
+    fixed unit instead, so a term shrinks as its gap closes and rewards far from their target pull harder
+    (an extension)."""
+    if scale is not None:
+        return (terms / scale).sum(-1)
+    if terms.shape[-1] == 1:
+        return terms[:, 0]
+    return (terms / (terms.std(0, keepdim=True, unbiased=False) + 1e-8)).sum(-1)
+
+
+def rcfd_mean_advantages(rewards: torch.Tensor, demo_rewards: torch.Tensor, k: int,
+                         scale: torch.Tensor | None = None) -> torch.Tensor:
     """Unbiased advantage [B] for −(μ_x − R_d)² from k completions per prompt:
 
         A_i = −(R̄_{−i} − R_d)(R_i − R̄_{−i}),  R̄_{−i} = mean of the other k − 1 rewards of i's prompt.
 
     R_i is independent of R̄_{−i}, so E[A_i ∇log π(y_i)] = −(μ_x − R_d) ∇μ_x = ½ ∇(−(μ_x − R_d)²). With K
-    rewards each term is divided by its batch std (as the paper whitens its K calibrated terms) and
-    the K terms summed."""
+    rewards the K terms are summed, each divided by its batch std or by ``scale`` (:func:`combine_columns`)."""
     others = torch.stack([leave_one_out_mean(rewards[:, j], k) for j in range(rewards.shape[-1])], -1)
     terms = -(others - demo_rewards) * (rewards - others)
-    if terms.shape[-1] == 1:
-        return terms[:, 0]
-    return (terms / (terms.std(0, keepdim=True, unbiased=False) + 1e-8)).sum(-1)
+    return combine_columns(terms, scale)
 
 
 def prompt_gaps(rewards: torch.Tensor, demo_rewards: torch.Tensor, k: int) -> torch.Tensor:
@@ -161,7 +173,8 @@ def prompt_gaps(rewards: torch.Tensor, demo_rewards: torch.Tensor, k: int) -> to
 
 
 def rcfd_batch_advantages(rewards: torch.Tensor, demo_rewards: torch.Tensor, k: int,
-                          gap_sum: torch.Tensor | None = None, num_prompts: int | None = None) -> torch.Tensor:
+                          gap_sum: torch.Tensor | None = None, num_prompts: int | None = None,
+                          scale: torch.Tensor | None = None) -> torch.Tensor:
     """Unbiased advantage [B] for −(E_x μ_x − E_x R_d)² (the batch's mean reward against the
     demonstrations' mean) from k completions per prompt:
 
@@ -170,7 +183,7 @@ def rcfd_batch_advantages(rewards: torch.Tensor, demo_rewards: torch.Tensor, k: 
     ḡ_{−x} uses other prompts only, so it is independent of y_i and E[A_i ∇log π(y_i)] = −ḡ ∇μ_x. The
     factor's noise is one demonstration's spread over √(prompts − 1), not one demonstration's spread.
     ``gap_sum`` [K] and ``num_prompts`` are the sum of g_z and the prompt count over every process (this
-    process's prompts when not given). With K rewards each term is divided by its batch std."""
+    process's prompts when not given). With K rewards the terms are summed as in :func:`combine_columns`."""
     gaps = prompt_gaps(rewards, demo_rewards, k)  # [P, K]
     total = gaps.sum(0) if gap_sum is None else gap_sum
     n = gaps.shape[0] if num_prompts is None else num_prompts
@@ -179,9 +192,7 @@ def rcfd_batch_advantages(rewards: torch.Tensor, demo_rewards: torch.Tensor, k: 
     others = ((total - gaps) / (n - 1)).repeat_interleave(k, 0)  # [B, K]: mean gap of the other prompts
     loo = torch.stack([leave_one_out_mean(rewards[:, j], k) for j in range(rewards.shape[-1])], -1)
     terms = -others * (rewards - loo)
-    if terms.shape[-1] == 1:
-        return terms[:, 0]
-    return (terms / (terms.std(0, keepdim=True, unbiased=False) + 1e-8)).sum(-1)
+    return combine_columns(terms, scale)
 
 
 def pool_gaps(totals: torch.Tensor, past: torch.Tensor | None, memory: float) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -228,19 +239,20 @@ OBJECTIVE_FUNCTIONS = {
     "reward": lambda R, **kw: R.sum(-1),
     "kl": lambda R, logratio, beta, **kw: kl_penalized(R, logratio, beta),
     "rcfd": lambda R, demo_rewards, **kw: rcfd(R, demo_rewards),
-    "rcfd-mean": lambda R, demo_rewards, k, **kw: rcfd_mean_advantages(R, demo_rewards, k),
-    "rcfd-batch": lambda R, demo_rewards, k, gap_sum, num_prompts, **kw:
-        rcfd_batch_advantages(R, demo_rewards, k, gap_sum, num_prompts),
+    "rcfd-mean": lambda R, demo_rewards, k, scale, **kw: rcfd_mean_advantages(R, demo_rewards, k, scale),
+    "rcfd-batch": lambda R, demo_rewards, k, gap_sum, num_prompts, scale, **kw:
+        rcfd_batch_advantages(R, demo_rewards, k, gap_sum, num_prompts, scale),
     "weighted": lambda R, alpha, **kw: weighted(R, alpha),
 }
 ADVANTAGE_OBJECTIVES = ("rcfd-mean", "rcfd-batch")  # their value is already an advantage (estimator "given")
 
 
 def objective_values(name: str, rewards, *, demo_rewards=None, logratio=None, beta: float = 0.0,
-                     alpha: float = 1.0, k: int = 1, gap_sum=None, num_prompts=None):
+                     alpha: float = 1.0, k: int = 1, gap_sum=None, num_prompts=None, scale=None):
     """One value per sequence [B] that the policy maximizes (for ``rcfd-mean``/``rcfd-batch``: its
-    advantage; ``gap_sum``/``num_prompts`` are rcfd-batch's batch-wide totals)."""
+    advantage; ``gap_sum``/``num_prompts`` are rcfd-batch's batch-wide totals, ``scale`` their per-reward
+    unit, :func:`combine_columns`)."""
     if name not in OBJECTIVE_FUNCTIONS:
         raise ValueError(f"unknown objective {name!r}")
     return OBJECTIVE_FUNCTIONS[name](rewards, demo_rewards=demo_rewards, logratio=logratio, beta=beta, alpha=alpha,
-                                     k=k, gap_sum=gap_sum, num_prompts=num_prompts)
+                                     k=k, gap_sum=gap_sum, num_prompts=num_prompts, scale=scale)

@@ -40,7 +40,7 @@ from .objectives import (ADVANTAGE_OBJECTIVES, advantages_from, beta_at, objecti
 from .rewards.base import check_finite
 from .rewards.demo_cache import demo_rewards
 from .rundir import DEMO_REWARDS, METRICS, SAMPLES, RunDir
-from .targets import spread_matched
+from .targets import spread_matched, target_variance
 from .weight_average import AVERAGE_FILE, WeightAverage
 from .rollout import generate, group_rows
 
@@ -150,6 +150,8 @@ class Trainer:
         self.train_ds, self.eval_ds, self.rewards = components.train_ds, components.eval_ds, components.rewards
         self.demo_train = components.demo_train
         self.match_spread = spread_matched(c)
+        self.reward_scale = (target_variance(self.demo_train) if c.objective.reward_scale == "demo"
+                             and self.demo_train is not None else None)  # objective.reward_scale
         self.model_id = c.model.name
         self.vllm = None
         if c.generation.backend == "vllm":
@@ -288,7 +290,8 @@ class Trainer:
             pooled, self.past_gaps = pool_gaps(totals, self.past_gaps, c.objective.gap_memory)
             gap_sum, num_prompts = pooled[:-1].to(rewards.dtype), float(pooled[-1])
         objective = objective_values(c.objective.name, calibrated, demo_rewards=targets, logratio=logratio, beta=beta,
-                                     alpha=c.objective.alpha, k=k, gap_sum=gap_sum, num_prompts=num_prompts)
+                                     alpha=c.objective.alpha, k=k, gap_sum=gap_sum, num_prompts=num_prompts,
+                                     scale=self.reward_scale)
         advantages = self.advantages(objective)
 
         # 5. PPO-clip update, accumulated over micro-batches of the rollout batch
