@@ -106,9 +106,10 @@ class RewardConfig:
     calibrate_also: list = field(default_factory=list)
     """Rewards that the RCfD objectives (rcfd, rcfd-mean, rcfd-batch) calibrate as well, as columns after
     reward.names, while 'reward', 'kl' and 'weighted' ignore them; every run is scored and evaluated on
-    them. An extension: positive-reviews lists [loglik, loglik-spread] so that RCfD keeps its text as
-    likely under the base model as the demonstrations', without loops (the sentiment classifier cannot
-    see either), while its beta0 baseline still maximizes the sentiment alone (docs/results.md)."""
+    them. An extension: positive-reviews lists [loglik, loglik-spread, repetition] so that RCfD keeps its
+    text as likely under the base model as the demonstrations', and as repetitive as theirs, without
+    loops (the sentiment classifier cannot see either), while its beta0 baseline still maximizes the
+    sentiment alone (docs/results.md)."""
     sentiment_model: typing.Optional[str] = None
     """'sentiment': directory written by `rcfd reward-model train` (default: the packaged-IMDB classifier,
     trained into the cache on first use)."""

@@ -7,7 +7,7 @@ Statistics beyond the mean (an extension, not the paper's): a scalar average can
 text, e.g. a loop whose first tokens are unlikely and whose repeats are predictable averages to the
 demonstrations' log-likelihood. Calibrating several statistics of the same per-token values at once
 (multi-reward RCfD) narrows that door: ``[loglik, loglik-spread]`` (what the positive-reviews preset
-calibrates) asks for the demonstrations' mean and their unevenness, which a loop's mix of unlikely
+calibrates, with ``repetition``) asks for the demonstrations' mean and their unevenness, which a loop's mix of unlikely
 and near-certain tokens does not have; ``[loglik-head, loglik-tail]`` asks for each half's mean.
 
 * ``loglik``: mean over the completion's tokens;
