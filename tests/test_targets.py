@@ -53,6 +53,15 @@ def test_fit_save_load_predict(tmp_path):
     assert json.loads((tmp_path / "tm" / "target_model.json").read_text())["ridge"] == model.meta["ridge"]
 
 
+def test_predictions_average_to_the_targets_mean_on_the_prompts_fitted():
+    """Refitted on every row with a free intercept, the predictions average to the targets' mean, so
+    rcfd-batch against the mean of all targets is the same run with predicted or demonstrated targets."""
+    features, targets = _synthetic()
+    targets = torch.cat([targets, torch.randn(60, 1, generator=torch.Generator().manual_seed(1))], -1)  # R² ≈ 0
+    model = TargetModel.fit(features, targets)
+    assert torch.allclose(model.predict(features).double().mean(0), targets.double().mean(0), atol=1e-5)
+
+
 def test_target_model_refuses_mismatches(tmp_path):
     features, targets = _synthetic()
     with pytest.raises(RcfdError, match="one target per prompt: got 60 prompts and 59"):
