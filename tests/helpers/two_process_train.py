@@ -4,6 +4,8 @@ parameter checksum so the test can check that gradients were averaged (weights s
 import json
 import sys
 
+import torch
+
 from rcfd.config import load_config
 from rcfd.trainer import run_training
 
@@ -16,3 +18,9 @@ from accelerate.utils import gather_object  # noqa: E402
 sums = gather_object([checksum])
 if trainer.procs.is_main:
     (trainer.out / "checksums.json").write_text(json.dumps({"checksums": sums, "world": trainer.procs.world}))
+
+# Leave together and tear the gloo group down before exit: a process that exits with the group still up
+# can abort in gloo's threads ("terminate called without an active exception"), seen once on 2 cores.
+trainer.procs.wait()
+if torch.distributed.is_initialized():
+    torch.distributed.destroy_process_group()
