@@ -61,3 +61,10 @@ class Processes:
     def wait(self) -> None:
         if self.world > 1:
             self.state.wait_for_everyone()
+
+    def close(self) -> None:
+        """Leave together and tear the process group down: a process that exits with the gloo group still up
+        can abort in gloo's threads ("terminate called without an active exception")."""
+        self.wait()
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()

@@ -22,10 +22,6 @@ from .logprobs import Rollout, encode_pairs, reference_context, reference_logpro
 from .rollout import generate, group_rows
 
 
-def _rows(ids: torch.Tensor, mask: torch.Tensor) -> list[list[int]]:
-    return [row[m.bool()].tolist() for row, m in zip(ids, mask)]
-
-
 def _position_loglik(policy, reference, rollout: Rollout, micro) -> list[list[float]]:
     ref = reference_logprobs(policy, reference, rollout, micro)
     return [row[m.bool()].tolist() for row, m in zip(ref, rollout.completion_mask)]
@@ -109,7 +105,7 @@ def naturalness(ref_logprobs: torch.Tensor, mask: torch.Tensor) -> list[float]:
 
 def demo_reference(tokenizer, eval_ds, max_tokens: int) -> tuple[Rollout, list[list[int]]]:
     rollout = encode_pairs(tokenizer, eval_ds["prompt"], eval_ds["demonstration"], max_tokens)
-    return rollout, _rows(rollout.completion_ids, rollout.completion_mask)
+    return rollout, rollout.completion_tokens()
 
 
 @torch.no_grad()
@@ -140,7 +136,7 @@ def evaluate(policy, reference, tokenizer, eval_ds, rewards, demo_values, cfg, *
             natural += naturalness(ref, rollout.completion_mask)
             lengths.append(rollout.lengths().float())
             texts_all += texts
-            token_rows += _rows(rollout.completion_ids, rollout.completion_mask)
+            token_rows += rollout.completion_tokens()
         if curves:
             long_prompts = unique_prompts[: ev.long_prompts]
             long_rollout, _, _ = generate(model, tokenizer, long_prompts, gen, max_new_tokens=ev.long_tokens)

@@ -32,6 +32,10 @@ class Rollout:
     def lengths(self) -> torch.Tensor:
         return self.completion_mask.sum(-1)
 
+    def completion_tokens(self) -> list[list[int]]:
+        """Token ids of each completion, padding dropped."""
+        return [ids[mask.bool()].tolist() for ids, mask in zip(self.completion_ids, self.completion_mask)]
+
 
 def encode_pairs(tokenizer, prompts: list[str], completions: list[str], max_tokens: int | None = None) -> Rollout:
     """Tokenize text completions (e.g. demonstrations) in the same layout as generated ones."""
@@ -47,10 +51,7 @@ def encode_pairs(tokenizer, prompts: list[str], completions: list[str], max_toke
 
 def decode_completions(tokenizer, rollout: Rollout) -> list[str]:
     """Text of each completion's real tokens (padding dropped)."""
-    return [
-        tokenizer.decode(ids[mask.bool()].tolist(), skip_special_tokens=True)
-        for ids, mask in zip(rollout.completion_ids, rollout.completion_mask)
-    ]
+    return [tokenizer.decode(tokens, skip_special_tokens=True) for tokens in rollout.completion_tokens()]
 
 
 def _gather_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

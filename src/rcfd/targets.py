@@ -206,12 +206,9 @@ def train_target_model(components, config, out, *, embedder: str = "minilm", hel
 def target_variance(targets: torch.Tensor) -> torch.Tensor:
     """[K] variance over training prompts of each column of the targets [N, K] (rows without a target,
     NaN, left out): the fixed unit of ``objective.reward_scale=demo``."""
-    known = ~torch.isnan(targets)
-    n = known.sum(0).clamp(min=1)
-    mean = torch.where(known, targets, 0.0).sum(0) / n
-    variance = torch.where(known, (targets - mean) ** 2, 0.0).sum(0) / n
-    if (variance <= 0).any():
-        column = int((variance <= 0).nonzero()[0])
+    variance = ((targets - targets.nanmean(0)) ** 2).nanmean(0)
+    if not (variance > 0).all():  # constant, or no target at all (NaN)
+        column = int((~(variance > 0)).nonzero()[0])
         raise RcfdError(f"objective.reward_scale=demo: the training targets of reward column {column} are all "
                         f"equal, so they give no scale; set objective.reward_scale=batch")
     return variance

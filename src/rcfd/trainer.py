@@ -150,8 +150,8 @@ class Trainer:
         self.train_ds, self.eval_ds, self.rewards = components.train_ds, components.eval_ds, components.rewards
         self.demo_train = components.demo_train
         self.match_spread = spread_matched(c)
-        self.reward_scale = (target_variance(self.demo_train) if c.objective.reward_scale == "demo"
-                             and self.demo_train is not None else None)  # objective.reward_scale
+        uses_scale = c.objective.reward_scale == "demo" and c.objective.name in ADVANTAGE_OBJECTIVES
+        self.reward_scale = target_variance(self.demo_train) if uses_scale else None  # objective.reward_scale
         self.model_id = c.model.name
         self.vllm = None
         if c.generation.backend == "vllm":
@@ -304,7 +304,7 @@ class Trainer:
         P = self.procs
         all_rewards, all_objective, all_logratio = P.gather(rewards), P.gather(objective), P.gather(logratio)
         lengths = P.gather(rollout.lengths().float())
-        tokens = P.gather_objects([r[m.bool()].tolist() for r, m in zip(rollout.completion_ids, rollout.completion_mask)])
+        tokens = P.gather_objects(rollout.completion_tokens())
         record = {
             N.STEP: self.step_idx + 1,
             N.OBJECTIVE: float(all_objective.mean()),

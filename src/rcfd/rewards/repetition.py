@@ -30,5 +30,5 @@ class RepetitionReward:
     def __call__(self, prompts, completions, rollout=None, **_) -> torch.Tensor:
         if rollout is None:
             rollout = encode_pairs(self.tokenizer, prompts, completions)
-        rows = [ids[mask.bool()].tolist() for ids, mask in zip(rollout.completion_ids, rollout.completion_mask)]
-        return torch.tensor([M.repeated_share(row, 1) or 0.0 for row in rows], dtype=torch.float32)
+        return torch.tensor([M.repeated_share(row, 1) or 0.0 for row in rollout.completion_tokens()],
+                            dtype=torch.float32)
