@@ -7,6 +7,7 @@ import torch
 
 from rcfd.objectives import (advantages_from, group_normalized, leave_one_out_mean, objective_values,
                              ppo_clip_loss, rcfd_batch_advantages, rcfd_mean_advantages, rloo, scale_advantages)
+from rcfd.config import make_config
 from rcfd.rollout import group_rows
 from rcfd.trainer import step_rows, whole_groups
 
@@ -122,6 +123,38 @@ def test_rcfd_batch_advantage_by_hand():
     assert torch.allclose(four[:2], -((1 - 3 + 7) / 3) * torch.tensor([-2.0, 2.0]))
     with pytest.raises(ValueError, match="at least 2 prompts"):
         rcfd_batch_advantages(r[:2], demo[:2], 2)
+
+
+def test_per_sample_column_charges_each_text_its_own_distance_by_hand():
+    from rcfd.objectives import per_sample_columns
+
+    # two prompts, k = 2; column 0 a mean-matched reward, column 1 a repetition share with target 0.1
+    r = torch.tensor([[1.0, 0.1], [3.0, 0.5], [2.0, 0.1], [2.0, 0.1]])
+    demo = torch.tensor([[2.0, 0.1]] * 4)
+    # column 1 per sample: prompt 0's −(R − 0.1)² = 0, −0.16 → leave-one-out: 0 − (−0.16) = 0.16 and −0.16;
+    # prompt 1's: 0, 0
+    flags = torch.tensor([False, True])
+    mean_terms = torch.tensor([[7.0, 7.0]] * 4)  # whatever the mean-matching term was
+    mixed = per_sample_columns(mean_terms, r, demo, 2, flags)
+    assert torch.allclose(mixed, torch.tensor([[7.0, 0.16], [7.0, -0.16], [7.0, 0.0], [7.0, 0.0]]))
+    assert torch.equal(per_sample_columns(mean_terms, r, demo, 2, torch.tensor([False, False])), mean_terms)
+    # inside rcfd-batch: column 0's prompt gaps are 0 and 0; column 1's are 0.2 and 0, and each prompt's
+    # factor is the *other* prompt's gap, times R_i − R̄_{−i}: 0 × ±0.4 for prompt 0, 0.2 × 0 for prompt 1.
+    plain = rcfd_batch_advantages(r, demo, 2)
+    assert torch.allclose(plain, torch.zeros(4), atol=1e-6)  # the batch's means are on target: no signal
+    curved = rcfd_batch_advantages(r, demo, 2, per_sample=flags)
+    z = torch.tensor([0.16, -0.16, 0.0, 0.0])
+    assert torch.allclose(curved, z / z.std(unbiased=False), atol=1e-5)  # batch-std unit, as combine_columns
+    assert torch.allclose(objective_values("rcfd-batch", r, demo_rewards=demo, k=2, per_sample=flags), curved)
+    assert curved[1] < 0 < curved[0]  # the text that repeats itself is pushed down, its sibling up
+
+
+def test_per_sample_names_a_reward_column():
+    with pytest.raises(Exception, match="objective.per_sample names"):
+        make_config({"reward": {"names": ["sentiment"], "calibrate_also": ["repetition"]},
+                     "objective": {"per_sample": ["loglik"]}})
+    make_config({"reward": {"names": ["sentiment"], "calibrate_also": ["repetition"]},
+                 "objective": {"per_sample": ["repetition"]}})
 
 
 def test_pooled_gaps_by_hand():

@@ -141,6 +141,25 @@ def test_demo_reward_scale_divides_by_the_training_targets_variance(tiny_config,
     assert seen[1].shape == (2,)
 
 
+def test_per_sample_flags_reach_the_objective_for_rcfd_only(tiny_config, tmp_path, monkeypatch):
+    """objective.per_sample hands the objective one flag per calibrated column (twice with match_spread);
+    reward maximization sees none."""
+    import rcfd.trainer as trainer_module
+    from rcfd.objectives import objective_values
+
+    seen = []
+    monkeypatch.setattr(trainer_module, "objective_values",
+                        lambda *a, **kw: seen.append(kw["per_sample"]) or objective_values(*a, **kw))
+    common = ("train.steps=1", "train.num_generations=2", "train.advantage=rloo",
+              "reward.calibrate_also=[loglik-spread]", "objective.per_sample=[loglik-spread]")
+    for i, extra in enumerate([("objective.name=rcfd-batch",), ("objective.name=rcfd-batch", "objective.match_spread=true"),
+                               ("objective.name=reward",)]):
+        trainer_module.Trainer(tiny_config(*common, *extra), tmp_path / str(i), progress=False).train()
+    assert seen[0].tolist() == [False, True]
+    assert seen[1].tolist() == [False, True, False, True]
+    assert seen[2] is None
+
+
 def test_calibrate_also_is_calibrated_by_rcfd_and_ignored_by_reward_maximization(tmp_path):
     also = ("--set", "reward.calibrate_also=[length]")
     rows = {}

@@ -104,6 +104,10 @@ def test_target_per_row(tmp_path, tiny_config):
     assert torch.allclose(every.demo_train, predicted, atol=1e-5)
     with pytest.raises(RcfdError, match="32 of 64 training prompts have no demonstration.*objective.target=mixed"):
         build_components(tiny_config(*half), progress=False)
+    # mean: the measured rewards' mean over the prompts with a demonstration, for every prompt
+    mean = build_components(tiny_config(*half, "objective.target=mean"), progress=False)
+    assert mean.demo_train.shape == (64, measured.shape[1])
+    assert torch.allclose(mean.demo_train, measured.mean(0).expand(64, -1))
     wrong = tiny_config(*half, "reward.names=[length]", "objective.target=mixed",
                         f"objective.target_model={tmp_path / 'tm'}")
     with pytest.raises(RcfdError, match="fitted for rewards"):

@@ -93,7 +93,7 @@ class DataConfig:
     demo_fraction: float = 1.0
     """Share of the training prompts that keep their demonstration (the first ones of the split's random
     order); the others have none, as in prompt sets with demonstrations for some prompts only. RCfD
-    objectives then need objective.target=mixed (or predicted). Held-out prompts always keep theirs."""
+    objectives then need objective.target=mixed (or predicted, or mean). Held-out prompts always keep theirs."""
 
 
 @dataclass
@@ -162,11 +162,19 @@ class ObjectiveConfig:
     paper whitens its calibrated terms), so every reward pulls equally hard however close it is to its
     target; 'demo': divided by the variance of its training targets (a fixed unit), so a reward's pull
     fades as its gap closes (an extension)."""
+    per_sample: list = field(default_factory=list)
+    """Objectives 'rcfd-mean' and 'rcfd-batch' (others ignore it, so a preset can set it for its RCfD run):
+    reward columns (from reward.names and reward.calibrate_also) calibrated per sample with the paper's
+    −(R − R_d)² under the leave-one-out baseline instead of on their mean, so that each text pays its own
+    squared distance to the target and one degenerate text is not offset by the others (an extension; for
+    statistics whose tail matters, e.g. [repetition])."""
     target: str = "demo"
     """What RCfD objectives calibrate to: 'demo' (R(x, y_demo) of the prompt's own demonstration: the
     paper's), 'predicted' (a target model's prediction of R(x, y_demo) from the prompt, for every prompt:
-    a denoised target) or 'mixed' (the demonstration where the prompt has one, the prediction elsewhere).
-    'predicted' and 'mixed' are extensions and need objective.target_model."""
+    a denoised target), 'mixed' (the demonstration where the prompt has one, the prediction elsewhere)
+    or 'mean' (the mean of R(x, y_demo) over the training prompts that have a demonstration, for every
+    prompt: no demonstration's own noise in the target, no per-prompt calibration either). 'predicted',
+    'mixed' and 'mean' are extensions; the first two need objective.target_model."""
     target_model: typing.Optional[str] = None
     """Directory written by `rcfd target-model train` (objective.target predicted or mixed); it must have
     been fitted for the same rewards."""
@@ -457,11 +465,14 @@ def validate(c: Config) -> None:
              f"objective.gap_memory must be 0 (off) or at least 1 step, got {c.objective.gap_memory}")
     _require(c.objective.reward_scale in ("batch", "demo"),
              f"objective.reward_scale must be 'batch' or 'demo', got '{c.objective.reward_scale}'")
+    unknown = [name for name in c.objective.per_sample if name not in columns]
+    _require(not unknown, f"objective.per_sample names {unknown}, not a reward column ({columns}); list names "
+                          f"from reward.names or reward.calibrate_also")
     _require(c.objective.demo_mean in ("batch", "all"),
              f"objective.demo_mean must be 'batch' or 'all', got '{c.objective.demo_mean}'")
-    _require(c.objective.target in ("demo", "predicted", "mixed"),
-             f"objective.target must be 'demo', 'predicted' or 'mixed', got '{c.objective.target}'")
-    _require(c.objective.target == "demo" or c.objective.target_model,
+    _require(c.objective.target in ("demo", "predicted", "mixed", "mean"),
+             f"objective.target must be 'demo', 'predicted', 'mixed' or 'mean', got '{c.objective.target}'")
+    _require(c.objective.target in ("demo", "mean") or c.objective.target_model,
              f"objective.target={c.objective.target} needs objective.target_model=DIR; fit one with "
              f"`rcfd target-model train` (or set objective.target=demo)")
     spread = c.objective.match_spread and c.objective.name in ("rcfd-mean", "rcfd-batch")

@@ -16,6 +16,10 @@
               passes the mean of all training targets as every row's R_d (``objective.demo_mean=all``).
 * ``weighted``: R_1 + α·(R_2 + … + R_K), the paper's R_quality + α·R_length baseline (α swept).
 
+``rcfd-mean`` and ``rcfd-batch`` can calibrate chosen reward columns per sample instead
+(``objective.per_sample``: the paper's −(R − R_d)² under a leave-one-out baseline), for statistics whose
+tail matters more than their mean, e.g. a text's repetition.
+
 Advantage estimators (``train.advantage``) turn objective values [B] into advantages [B]. Rows come
 in groups of k consecutive completions of one prompt (``train.num_generations``):
 
@@ -140,6 +144,18 @@ def rcfd(rewards: torch.Tensor, demo_rewards: torch.Tensor) -> torch.Tensor:
     return whiten(terms, dim=0).sum(-1)
 
 
+def per_sample_columns(terms: torch.Tensor, rewards: torch.Tensor, demo_rewards: torch.Tensor, k: int,
+                       per_sample: torch.Tensor | None) -> torch.Tensor:
+    """[B, K] terms with the columns flagged in ``per_sample`` [K] (bool) replaced by the paper's per-sample
+    term −(R − R_d)² under the leave-one-out baseline (``objective.per_sample``, an extension). A mean-
+    matching term only sees the group's or batch's mean, so one degenerate text is free while others
+    offset it; the per-sample term charges each text its own squared distance to the target."""
+    if per_sample is None or not bool(per_sample.any()):
+        return terms
+    own = torch.stack([rloo(calibrated(rewards[:, j], demo_rewards[:, j]), k) for j in range(rewards.shape[-1])], -1)
+    return torch.where(per_sample.to(terms.device), own, terms)
+
+
 def combine_columns(terms: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
     """[B, K] per-reward advantage terms -> [B], summed over rewards. By default (``objective.reward_scale``
     'batch') each of K > 1 terms is divided by its batch std, as the paper whitens its K calibrated
@@ -155,16 +171,17 @@ def combine_columns(terms: torch.Tensor, scale: torch.Tensor | None = None) -> t
 
 
 def rcfd_mean_advantages(rewards: torch.Tensor, demo_rewards: torch.Tensor, k: int,
-                         scale: torch.Tensor | None = None) -> torch.Tensor:
+                         scale: torch.Tensor | None = None, per_sample: torch.Tensor | None = None) -> torch.Tensor:
     """Unbiased advantage [B] for −(μ_x − R_d)² from k completions per prompt:
 
         A_i = −(R̄_{−i} − R_d)(R_i − R̄_{−i}),  R̄_{−i} = mean of the other k − 1 rewards of i's prompt.
 
     R_i is independent of R̄_{−i}, so E[A_i ∇log π(y_i)] = −(μ_x − R_d) ∇μ_x = ½ ∇(−(μ_x − R_d)²). With K
-    rewards the K terms are summed, each divided by its batch std or by ``scale`` (:func:`combine_columns`)."""
+    rewards the K terms are summed, each divided by its batch std or by ``scale`` (:func:`combine_columns`);
+    columns flagged in ``per_sample`` use the per-sample term instead (:func:`per_sample_columns`)."""
     others = torch.stack([leave_one_out_mean(rewards[:, j], k) for j in range(rewards.shape[-1])], -1)
     terms = -(others - demo_rewards) * (rewards - others)
-    return combine_columns(terms, scale)
+    return combine_columns(per_sample_columns(terms, rewards, demo_rewards, k, per_sample), scale)
 
 
 def prompt_gaps(rewards: torch.Tensor, demo_rewards: torch.Tensor, k: int) -> torch.Tensor:
@@ -174,7 +191,7 @@ def prompt_gaps(rewards: torch.Tensor, demo_rewards: torch.Tensor, k: int) -> to
 
 def rcfd_batch_advantages(rewards: torch.Tensor, demo_rewards: torch.Tensor, k: int,
                           gap_sum: torch.Tensor | None = None, num_prompts: int | None = None,
-                          scale: torch.Tensor | None = None) -> torch.Tensor:
+                          scale: torch.Tensor | None = None, per_sample: torch.Tensor | None = None) -> torch.Tensor:
     """Unbiased advantage [B] for −(E_x μ_x − E_x R_d)² (the batch's mean reward against the
     demonstrations' mean) from k completions per prompt:
 
@@ -183,7 +200,8 @@ def rcfd_batch_advantages(rewards: torch.Tensor, demo_rewards: torch.Tensor, k: 
     ḡ_{−x} uses other prompts only, so it is independent of y_i and E[A_i ∇log π(y_i)] = −ḡ ∇μ_x. The
     factor's noise is one demonstration's spread over √(prompts − 1), not one demonstration's spread.
     ``gap_sum`` [K] and ``num_prompts`` are the sum of g_z and the prompt count over every process (this
-    process's prompts when not given). With K rewards the terms are summed as in :func:`combine_columns`."""
+    process's prompts when not given). With K rewards the terms are summed as in :func:`combine_columns`,
+    columns flagged in ``per_sample`` replaced as in :func:`per_sample_columns`."""
     gaps = prompt_gaps(rewards, demo_rewards, k)  # [P, K]
     total = gaps.sum(0) if gap_sum is None else gap_sum
     n = gaps.shape[0] if num_prompts is None else num_prompts
@@ -192,7 +210,7 @@ def rcfd_batch_advantages(rewards: torch.Tensor, demo_rewards: torch.Tensor, k: 
     others = ((total - gaps) / (n - 1)).repeat_interleave(k, 0)  # [B, K]: mean gap of the other prompts
     loo = torch.stack([leave_one_out_mean(rewards[:, j], k) for j in range(rewards.shape[-1])], -1)
     terms = -others * (rewards - loo)
-    return combine_columns(terms, scale)
+    return combine_columns(per_sample_columns(terms, rewards, demo_rewards, k, per_sample), scale)
 
 
 def pool_gaps(totals: torch.Tensor, past: torch.Tensor | None, memory: float) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -239,20 +257,23 @@ OBJECTIVE_FUNCTIONS = {
     "reward": lambda R, **kw: R.sum(-1),
     "kl": lambda R, logratio, beta, **kw: kl_penalized(R, logratio, beta),
     "rcfd": lambda R, demo_rewards, **kw: rcfd(R, demo_rewards),
-    "rcfd-mean": lambda R, demo_rewards, k, scale, **kw: rcfd_mean_advantages(R, demo_rewards, k, scale),
-    "rcfd-batch": lambda R, demo_rewards, k, gap_sum, num_prompts, scale, **kw:
-        rcfd_batch_advantages(R, demo_rewards, k, gap_sum, num_prompts, scale),
+    "rcfd-mean": lambda R, demo_rewards, k, scale, per_sample, **kw:
+        rcfd_mean_advantages(R, demo_rewards, k, scale, per_sample),
+    "rcfd-batch": lambda R, demo_rewards, k, gap_sum, num_prompts, scale, per_sample, **kw:
+        rcfd_batch_advantages(R, demo_rewards, k, gap_sum, num_prompts, scale, per_sample),
     "weighted": lambda R, alpha, **kw: weighted(R, alpha),
 }
 ADVANTAGE_OBJECTIVES = ("rcfd-mean", "rcfd-batch")  # their value is already an advantage (estimator "given")
 
 
 def objective_values(name: str, rewards, *, demo_rewards=None, logratio=None, beta: float = 0.0,
-                     alpha: float = 1.0, k: int = 1, gap_sum=None, num_prompts=None, scale=None):
+                     alpha: float = 1.0, k: int = 1, gap_sum=None, num_prompts=None, scale=None, per_sample=None):
     """One value per sequence [B] that the policy maximizes (for ``rcfd-mean``/``rcfd-batch``: its
     advantage; ``gap_sum``/``num_prompts`` are rcfd-batch's batch-wide totals, ``scale`` their per-reward
-    unit, :func:`combine_columns`)."""
+    unit, :func:`combine_columns`, ``per_sample`` [K] the columns calibrated per sample,
+    :func:`per_sample_columns`)."""
     if name not in OBJECTIVE_FUNCTIONS:
         raise ValueError(f"unknown objective {name!r}")
     return OBJECTIVE_FUNCTIONS[name](rewards, demo_rewards=demo_rewards, logratio=logratio, beta=beta, alpha=alpha,
-                                     k=k, gap_sum=gap_sum, num_prompts=num_prompts, scale=scale)
+                                     k=k, gap_sum=gap_sum, num_prompts=num_prompts, scale=scale,
+                                     per_sample=per_sample)

@@ -247,7 +247,8 @@ def training_targets(config, components, progress: bool = True) -> torch.Tensor:
         missing = has.index(False)
         raise RcfdError(f"{has.count(False)} of {len(has)} training prompts have no demonstration (e.g. row {missing}); "
                         f"objective.name={c.objective.name} calibrates to one: fill them in, set data.demo_fraction=1, "
-                        f"or set objective.target=mixed with objective.target_model=DIR (`rcfd target-model train`)")
+                        f"or set objective.target=mixed with objective.target_model=DIR (`rcfd target-model train`) "
+                        f"or objective.target=mean")
     if spread_matched(c) and c.objective.name == "rcfd-mean":
         counts = [len(d) for d in ds["demonstrations"]]
         if min(counts) < 2:
@@ -259,12 +260,17 @@ def training_targets(config, components, progress: bool = True) -> torch.Tensor:
         model = TargetModel.load(c.objective.target_model)
         model.check_rewards(components.rewards, c.model.name)
         values = model.predict(_embed(ds, model.meta["embedder"], components))
-    if target in ("demo", "mixed") and any(has):
+    if target == "mean" and not any(has):
+        raise RcfdError("objective.target=mean averages the demonstrations' rewards, but no training prompt has a "
+                        "demonstration; raise data.demo_fraction or give the dataset a demonstration column")
+    if target in ("demo", "mixed", "mean") and any(has):
         rows = [i for i, h in enumerate(has) if h]
         measured = demonstration_targets(components.rewards, ds.select(rows), components.tokenizer,
                                          c.generation.max_new_tokens, second_moment=spread_matched(c),
                                          progress=progress)
-        if values is None:
+        if target == "mean":  # one target for every prompt: the demonstrations' mean reward
+            values = measured.mean(0, keepdim=True).expand(len(has), -1).clone()
+        elif values is None:
             values = measured
         else:
             values[rows] = measured

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from . import checkpoint as ckpt
 from . import metric_names as N
 from . import metrics as M
-from .config import Config
+from .config import Config, reward_columns
 from .components import DEMO_OBJECTIVES, Components, build_components
 from .distributed import Processes
 from .errors import NonFiniteError, RcfdError
@@ -152,6 +152,9 @@ class Trainer:
         self.match_spread = spread_matched(c)
         uses_scale = c.objective.reward_scale == "demo" and c.objective.name in ADVANTAGE_OBJECTIVES
         self.reward_scale = target_variance(self.demo_train) if uses_scale else None  # objective.reward_scale
+        columns = reward_columns(c)  # objective.per_sample: the flagged columns, twice over with match_spread
+        flags = torch.tensor([name in c.objective.per_sample for name in columns])
+        self.per_sample = torch.cat([flags, flags]) if self.match_spread else flags
         self.model_id = c.model.name
         self.vllm = None
         if c.generation.backend == "vllm":
@@ -278,8 +281,10 @@ class Trainer:
         # 3. objective and 4. advantage
         beta = self.beta(self.step_idx)
         calibrated = with_second_moments(rewards) if self.match_spread else rewards  # objective.match_spread
+        per_sample = self.per_sample
         if c.objective.name not in DEMO_OBJECTIVES:  # reward.calibrate_also: columns only RCfD optimizes
             calibrated = calibrated[:, :len(c.reward.names)]
+            per_sample = None
         gap_sum = num_prompts = None
         targets = demo  # what the objective calibrates to; `demo` stays the batch's own, for the logs
         if c.objective.name == "rcfd-batch":  # the mean gap is the whole batch's, over every process
@@ -291,7 +296,7 @@ class Trainer:
             gap_sum, num_prompts = pooled[:-1].to(rewards.dtype), float(pooled[-1])
         objective = objective_values(c.objective.name, calibrated, demo_rewards=targets, logratio=logratio, beta=beta,
                                      alpha=c.objective.alpha, k=k, gap_sum=gap_sum, num_prompts=num_prompts,
-                                     scale=self.reward_scale)
+                                     scale=self.reward_scale, per_sample=per_sample)
         advantages = self.advantages(objective)
 
         # 5. PPO-clip update, accumulated over micro-batches of the rollout batch
