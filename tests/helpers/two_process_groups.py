@@ -11,6 +11,7 @@ import torch
 from rcfd.config import load_config
 from rcfd.objectives import prompt_gaps, rcfd_batch_advantages
 from rcfd.trainer import Trainer, step_rows
+from rcfd_testing import leave
 
 config_path, out = sys.argv[1], sys.argv[2]
 config = load_config(config_path, ["train.steps=1", "train.num_generations=2", "train.num_minibatches=2",
@@ -35,4 +36,4 @@ if trainer.procs.is_main:
         "world": trainer.procs.world, "prompts": per_process, "record": record,
         "batch_advantage_gap": float((whole - all_local).abs().max())}))
 
-trainer.procs.close()  # before exit: a process leaving with the gloo group up aborted once on 2 cores
+leave(trainer.procs)
