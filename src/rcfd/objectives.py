@@ -49,7 +49,8 @@ def groups(x: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def leave_one_out_mean(x: torch.Tensor, k: int) -> torch.Tensor:
-    """[B]: for each row, the mean of the other k − 1 rows of its group, (Σ_group − x_i)/(k − 1)."""
+    """[B] or [B, K] (each column apart): for each row, the mean of the other k − 1 rows of its group,
+    (Σ_group − x_i)/(k − 1)."""
     if k < 2:
         raise ValueError("a leave-one-out mean needs k >= 2 completions per prompt")
     g = groups(x, k)
@@ -152,7 +153,7 @@ def per_sample_columns(terms: torch.Tensor, rewards: torch.Tensor, demo_rewards:
     offset it; the per-sample term charges each text its own squared distance to the target."""
     if per_sample is None or not bool(per_sample.any()):
         return terms
-    own = torch.stack([rloo(calibrated(rewards[:, j], demo_rewards[:, j]), k) for j in range(rewards.shape[-1])], -1)
+    own = rloo(calibrated(rewards, demo_rewards), k)  # [B, K], each column's leave-one-out baseline
     return torch.where(per_sample.to(terms.device), own, terms)
 
 
@@ -179,7 +180,7 @@ def rcfd_mean_advantages(rewards: torch.Tensor, demo_rewards: torch.Tensor, k: i
     R_i is independent of R̄_{−i}, so E[A_i ∇log π(y_i)] = −(μ_x − R_d) ∇μ_x = ½ ∇(−(μ_x − R_d)²). With K
     rewards the K terms are summed, each divided by its batch std or by ``scale`` (:func:`combine_columns`);
     columns flagged in ``per_sample`` use the per-sample term instead (:func:`per_sample_columns`)."""
-    others = torch.stack([leave_one_out_mean(rewards[:, j], k) for j in range(rewards.shape[-1])], -1)
+    others = leave_one_out_mean(rewards, k)
     terms = -(others - demo_rewards) * (rewards - others)
     return combine_columns(per_sample_columns(terms, rewards, demo_rewards, k, per_sample), scale)
 
@@ -208,7 +209,7 @@ def rcfd_batch_advantages(rewards: torch.Tensor, demo_rewards: torch.Tensor, k: 
     if n < 2:
         raise ValueError("rcfd-batch needs at least 2 prompts per step (the gap comes from the other prompts)")
     others = ((total - gaps) / (n - 1)).repeat_interleave(k, 0)  # [B, K]: mean gap of the other prompts
-    loo = torch.stack([leave_one_out_mean(rewards[:, j], k) for j in range(rewards.shape[-1])], -1)
+    loo = leave_one_out_mean(rewards, k)
     terms = -others * (rewards - loo)
     return combine_columns(per_sample_columns(terms, rewards, demo_rewards, k, per_sample), scale)
 
