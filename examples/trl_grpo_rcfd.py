@@ -14,6 +14,10 @@ with GRPO's ``scale_rewards="none"``, against all training demonstrations' mean 
 batch``). ``--monitor-every N`` adds rcfd's CalibrationMonitor: every N steps it samples the held-out
 prompts and logs ``calibration/...`` (reward against the demonstrations in demo std, alignment,
 distinct-2, naturalness, KL) with TRL's own metrics, and warns once if the run over-optimizes.
+``--evaluate`` trains on the wiki preset's own split (its 320 training prompts; the 256 held-out ones
+are never trained on) and ends with ``rcfd eval``'s evaluation of the trained policy on those 256
+held-out prompts, written to OUT/rcfd-eval.json, so that a TRL run and an ``rcfd train`` run of
+configs/wiki.yaml are scored on the same prompts by the same code (the peer row of docs/results.md).
 """
 
 import argparse
@@ -41,26 +45,42 @@ def main():
     parser.add_argument("--demo-mean", choices=("all", "batch"), default="all",
                         help="--reward rcfd-batch: compare with the mean reward of all training demonstrations "
                              "(default, RCfDReward.fix_demo_mean) or of each call's own")
+    parser.add_argument("--evaluate", action="store_true",
+                        help="train on the wiki preset's split and evaluate the result as `rcfd eval` does "
+                             "(256 held-out prompts x 2 samples; OUT/rcfd-eval.json)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    if args.evaluate and not args.lora:
+        parser.error("--evaluate compares with the wiki preset, which trains a LoRA adapter: add --lora")
 
+    import torch
     from transformers import AutoModelForCausalLM
     from trl import GRPOConfig, GRPOTrainer
 
-    from rcfd.config import DataConfig
+    from rcfd.config import DataConfig, load_config
     from rcfd.data import build_datasets
     from rcfd.integrations.trl import RCfDReward
     from rcfd.models import load_tokenizer, resolve_model_path
     from rcfd.rewards import LogLikelihoodReward
+    from rcfd.tasks import get_task
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    preset = load_config(get_task("wiki-continuation").config_path,
+                         [f"model.name={args.model}", f"train.seed={args.seed}"])
     path = resolve_model_path(args.model)
     tokenizer = load_tokenizer(path)
     rollouts = args.prompts_per_step * args.generations
     if rollouts % args.minibatches:
         parser.error(f"--minibatches {args.minibatches} must divide the {rollouts} completions of a generation")
     generation_rounds = -(-args.steps // args.minibatches)
-    data = DataConfig(prompt_tokens=16, demo_tokens=24, num_train=max(64, args.prompts_per_step * generation_rounds),
-                      num_eval=max(16, args.monitor_prompts))
+    if args.evaluate:
+        data = preset.data
+    else:
+        data = DataConfig(prompt_tokens=16, demo_tokens=24,
+                          num_train=max(64, args.prompts_per_step * generation_rounds),
+                          num_eval=max(16, args.monitor_prompts))
     train, held_out = build_datasets(data, tokenizer)
     scorer = AutoModelForCausalLM.from_pretrained(path).eval().requires_grad_(False)  # frozen π_0
     loglik = LogLikelihoodReward(scorer, scorer, tokenizer, model_id=args.model)
@@ -100,6 +120,29 @@ def main():
             print(f"step {record['step']}: calibration: reward {record['calibration/reward_z']:+.2f} demo std, "
                   f"alignment {record['calibration/alignment']:.3f}, distinct-2 {record['calibration/distinct_2_rel']:+.1%}, "
                   f"KL {record['calibration/kl_to_ref']:.2f}")
+    if args.evaluate:
+        _evaluate(trainer.model, preset, args.out)
+
+
+def _evaluate(model, preset, out):
+    """Copy the trained LoRA weights into the preset's policy and run `rcfd eval`'s evaluation on its
+    held-out split (the same prompts, sampling seed and metrics as an `rcfd train` run of the preset)."""
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+
+    from rcfd.components import build_components
+    from rcfd.evaluate import evaluate_components
+    from rcfd.files import write_json
+    from rcfd.report import print_table
+
+    components = build_components(preset, with_demo_rewards=False)
+    loaded = set_peft_model_state_dict(components.policy, get_peft_model_state_dict(model))
+    if loaded.unexpected_keys:
+        raise SystemExit(f"the trained adapter does not fit the preset's LoRA (e.g. {loaded.unexpected_keys[0]})")
+    components.policy.eval()
+    result = evaluate_components(components, preset)
+    print_table({"trl-grpo": result})
+    write_json(os.path.join(out, "rcfd-eval.json"), result)
+    print(f"metrics written to {os.path.join(out, 'rcfd-eval.json')}")
 
 
 def _plain(loglik):
