@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from rcfd.objectives import (advantages_from, group_normalized, leave_one_out_mean, objective_values,
-                             ppo_clip_loss, rcfd_batch_advantages, rcfd_mean_advantages, rloo, scale_advantages)
+                             ppo_clip_loss, rcfd_batch_advantages, rcfd_mean_advantages, rloo, sampled_kl,
+                             scale_advantages)
 from rcfd.config import make_config
 from rcfd.rollout import group_rows
 from rcfd.trainer import step_rows, whole_groups
@@ -201,6 +202,15 @@ def test_ppo_clip_loss_by_hand():
     # row 1 (A = −2): min(−2.2, −2.2) = −2.2, min(−4, −2.4) = −4, min(−2, −2) = −2 → −(−8.2)/3
     expected = torch.tensor([-(1.2 + 0.5) / 2, 8.2 / 3])
     assert torch.allclose(ppo_clip_loss(logp, old, adv, mask, eps), expected, atol=1e-6)
+
+
+def test_sampled_kl_by_hand():
+    old = torch.zeros(2, 3)
+    logp = torch.log(torch.tensor([[2.0, 0.5, 3.0], [1.0, 1.0, 1.0]]))  # ratios ρ
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    # Σ_t (ρ − 1) − log ρ over the masked tokens: (1 − log 2) + (−0.5 + log 2) = 0.5; an unchanged policy 0
+    assert torch.allclose(sampled_kl(logp, old, mask), torch.tensor([0.5, 0.0]), atol=1e-6)
+    assert (sampled_kl(torch.randn(4, 5), torch.randn(4, 5), torch.ones(4, 5)) >= 0).all()
 
 
 def test_ppo_clip_loss_gradient_vanishes_where_clipped():

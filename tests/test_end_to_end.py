@@ -160,6 +160,30 @@ def test_per_sample_flags_reach_the_objective_for_rcfd_only(tiny_config, tmp_pat
     assert seen[2] is None
 
 
+def test_max_step_kl_scales_each_update_back_into_the_bound(tiny_config, tmp_path):
+    """train.max_step_kl: a bound the update never reaches leaves the run as without it; a tighter one
+    halves the weight change until the step's KL fits; one no update meets undoes the step."""
+    from rcfd.trainer import Trainer
+
+    def run(name, *extra):  # one step; the trainable weights before and after
+        trainer = Trainer(tiny_config("train.steps=1", "train.learning_rate=1e-2", *extra), tmp_path / name,
+                          progress=False)
+        trainable = lambda: [p.detach().clone() for p in trainer.policy.parameters() if p.requires_grad]  # noqa: E731
+        start = trainable()
+        return trainer.step()[0], start, trainable()
+
+    free, _, free_weights = run("free")
+    loose, _, loose_weights = run("loose", "train.max_step_kl=1e6")
+    assert loose["train/step_scale"] == 1.0 and loose["train/step_kl"] > 0
+    assert all(torch.equal(a, b) for a, b in zip(free_weights, loose_weights))
+    bound = loose["train/step_kl"] / 10  # a tenth of the update's own KL
+    tight, _, _ = run("tight", f"train.max_step_kl={bound}")
+    assert tight["train/step_scale"] <= 0.5 and 0 < tight["train/step_kl"] <= bound
+    undone, start, after = run("undone", "train.max_step_kl=1e-30", "train.max_step_kl_halvings=1")
+    assert undone["train/step_scale"] == 0.0 and undone["train/step_kl"] == 0.0
+    assert all(torch.equal(a, b) for a, b in zip(start, after))
+
+
 def test_calibrate_also_is_calibrated_by_rcfd_and_ignored_by_reward_maximization(tmp_path):
     also = ("--set", "reward.calibrate_also=[length]")
     rows = {}

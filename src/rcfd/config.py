@@ -251,6 +251,14 @@ class TrainConfig:
     """PPO clip ε (paper: 0.3)."""
     max_grad_norm: float = 1.0
     """Gradient clipping norm (0 disables)."""
+    max_step_kl: float = 0.0
+    """Trust region (nats per completion; 0 disables): after each RL step's update, the mean KL(π_old ‖ π_θ)
+    over the step's own completions is measured, and while it exceeds this the weight change is halved
+    (at most max_step_kl_halvings times, then the step is undone), as TRPO's line search does. Bounds how
+    far one noisy batch can move the policy whatever the optimizer's step size. Logs train/step_kl and
+    train/step_scale; costs one forward pass over the batch per measurement."""
+    max_step_kl_halvings: int = 6
+    """train.max_step_kl: how many times the update may be halved before the step is undone."""
     seed: int = 0
     """Seed for sampling, data order and initialization."""
     threads: int = 0
@@ -524,6 +532,10 @@ def validate(c: Config) -> None:
              f"train.optimizer must be 'adam', 'adamw' or 'sgd', got '{c.train.optimizer}'")
     _require(0 <= c.train.momentum < 1, f"train.momentum must be in [0, 1), got {c.train.momentum}")
     _require(0 < c.train.clip_eps < 1, f"train.clip_eps must be in (0, 1), got {c.train.clip_eps}")
+    _require(c.train.max_step_kl >= 0, f"train.max_step_kl must be >= 0 (0 disables the trust region), "
+             f"got {c.train.max_step_kl}")
+    _require(c.train.max_step_kl_halvings >= 0,
+             f"train.max_step_kl_halvings must be >= 0, got {c.train.max_step_kl_halvings}")
     _require(c.train.max_grad_norm >= 0, f"train.max_grad_norm must be >= 0, got {c.train.max_grad_norm}")
     _require(c.train.save_every >= 0, f"train.save_every must be >= 0, got {c.train.save_every}")
     _require(c.train.keep_checkpoints >= 1, f"train.keep_checkpoints must be >= 1, got {c.train.keep_checkpoints}")

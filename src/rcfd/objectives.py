@@ -243,6 +243,15 @@ def ppo_clip_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.
     return -(surrogate * mask).sum(-1) / mask.sum(-1).clamp(min=1)
 
 
+def sampled_kl(logp: torch.Tensor, old_logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """KL(π_old ‖ π_θ) per sequence [B] from completions sampled by π_old: Σ_t (ρ_t − 1) − log ρ_t over the
+    completion's tokens, ρ_t = π_θ(y_t)/π_old(y_t) (Schulman's k3 estimator: unbiased per token, and never
+    negative, so a small batch cannot report a negative divergence)."""
+    log_ratio = logp - old_logp
+    per_token = torch.expm1(log_ratio) - log_ratio
+    return (per_token * mask.to(per_token.dtype)).sum(-1)
+
+
 def kl_penalized(rewards: torch.Tensor, logratio: torch.Tensor, beta: float) -> torch.Tensor:
     """R_β [B] = ΣR − β · Σ_t (log π_θ − log π_0)."""
     return rewards.sum(-1) - beta * logratio

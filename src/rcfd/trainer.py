@@ -8,7 +8,9 @@ One step, top to bottom (:meth:`Trainer.step`):
   4. advantage: the paper's whitened batch baseline (obj − mean_batch)/std_batch, or a group estimator
      (leave-one-out, GRPO's) chosen by train.advantage;
   5. loss = −mean_seq mean_t min(ρ_t A, clip(ρ_t, 1−ε, 1+ε) A), ρ_t = π_θ(y_t)/π_old(y_t) (PPO;
-     :func:`rcfd.objectives.ppo_clip_loss`), minibatches of whole groups.
+     :func:`rcfd.objectives.ppo_clip_loss`), minibatches of whole groups;
+  6. with train.max_step_kl, a trust region: the update is halved until KL(π_old ‖ π_θ) on the step's
+     completions is within the bound (:meth:`Trainer.limit_step`).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from .files import append_jsonl, save_torch
 from .logprobs import reference_logprobs, token_logprobs
 from .models import describe
 from .objectives import (ADVANTAGE_OBJECTIVES, advantages_from, beta_at, objective_values, pool_gaps, ppo_clip_loss,
-                         prompt_gaps, with_second_moments)
+                         prompt_gaps, sampled_kl, with_second_moments)
 from .rewards.base import check_finite
 from .rewards.demo_cache import demo_rewards
 from .rundir import DEMO_REWARDS, METRICS, SAMPLES, RunDir
@@ -358,6 +360,7 @@ class Trainer:
         n = len(rollout)
         size = n // c.num_minibatches if n % c.num_minibatches == 0 else n
         params = [p for p in self.policy.parameters() if p.requires_grad]
+        before = [p.detach().clone() for p in params] if c.max_step_kl > 0 else None
         losses, clipped, grad_norms = [], [], []
         for _ in range(c.ppo_epochs):
             for start in range(0, n, size):
@@ -389,7 +392,34 @@ class Trainer:
         if self.procs.world > 1:  # grad_norm is already global (gradients were averaged)
             for key in (N.LOSS, N.CLIP_RATIO):
                 stats[key] = float(self.procs.sum(torch.tensor([stats[key]], dtype=torch.float64))[0]) / self.procs.world
+        if before is not None:
+            stats.update(self.limit_step(rollout, old_logp, params, before))
         return stats
+
+    def step_kl(self, rollout, old_logp) -> float:
+        """Mean KL(π_old ‖ π_θ) per completion over the step's rollouts (all processes)."""
+        self.policy.eval()  # as when old_logp was taken
+        with torch.no_grad():
+            logp = token_logprobs(self.policy, rollout, self.config.train.micro_batch_size)
+        kl = sampled_kl(logp, old_logp, rollout.completion_mask)
+        total, n = self.procs.sum(torch.tensor([float(kl.sum()), float(len(kl))], dtype=torch.float64)).tolist()
+        return total / n
+
+    def limit_step(self, rollout, old_logp, params, before) -> dict:
+        """train.max_step_kl: halve the weight change θ − θ_old until the step's KL is within the bound
+        (undo it after train.max_step_kl_halvings halvings). Adam's moments keep the full step's gradients."""
+        c = self.config.train
+        after = [p.detach().clone() for p in params]
+        scale, kl = 1.0, self.step_kl(rollout, old_logp)
+        halvings = 0
+        while kl > c.max_step_kl and scale > 0:
+            halvings += 1
+            scale = 0.5 ** halvings if halvings <= c.max_step_kl_halvings else 0.0
+            with torch.no_grad():
+                for p, old, new in zip(params, before, after):
+                    p.copy_(old + scale * (new - old))
+            kl = self.step_kl(rollout, old_logp) if scale > 0 else 0.0
+        return {N.STEP_KL: kl, N.STEP_SCALE: scale}
 
     # ------------------------------------------------------------------ the loop
     def train(self, steps: int | None = None) -> dict:
