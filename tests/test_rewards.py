@@ -75,6 +75,20 @@ def test_repetition_reward_by_hand(tiny_tokenizer):
     assert loop > plain + 0.2
 
 
+def test_repetition_4_reward_by_hand(tiny_tokenizer):
+    from rcfd.logprobs import Rollout
+
+    # Row 0: 4-grams (1 2 3 4) (2 3 4 1) (3 4 1 2) (4 1 2 3) (1 2 3 4): one repeat of five; row 1: three
+    # tokens, no 4-gram; row 2: the same token six times, three 4-grams, two of them repeats.
+    ids = torch.tensor([[1, 2, 3, 4, 1, 2, 3, 4], [5, 6, 7, 0, 0, 0, 0, 0], [9, 9, 9, 9, 9, 9, 0, 0]])
+    mask = torch.tensor([[1] * 8, [1, 1, 1, 0, 0, 0, 0, 0], [1] * 6 + [0, 0]])
+    rollout = Rollout(torch.zeros(3, 1, dtype=torch.long), torch.ones(3, 1, dtype=torch.long), ids, mask)
+    stack = build_rewards(["repetition-4"], policy=None, reference=None, tokenizer=tiny_tokenizer,
+                          model_id="tiny")
+    assert stack.names == ["repetition-4"]
+    assert stack(["a", "b", "c"], ["", "", ""], rollout=rollout)[:, 0].tolist() == pytest.approx([0.2, 0.0, 2 / 3])
+
+
 def test_callable_reward_and_stack():
     stack = build_rewards(["reward_fixtures:word_count"], policy=None, reference=None, tokenizer=None, model_id="x")
     values = stack(["p", "q"], ["a b c", "d"])

@@ -54,6 +54,7 @@ BUILDERS = {
                                                             statistic=s)) for s in ("head", "tail", "spread")},
     "length": lambda ctx: LengthReward(ctx.tokenizer),
     "repetition": lambda ctx: RepetitionReward(ctx.tokenizer),
+    "repetition-4": lambda ctx: RepetitionReward(ctx.tokenizer, n=4),
     "sentiment": _sentiment,
     "vader": _vader,
     "classifier": _classifier,

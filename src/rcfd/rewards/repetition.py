@@ -5,9 +5,13 @@ tokens / tokens; 0 for an empty completion). Human text repeats some words ("the
 repeats most of them: on positive-reviews the demonstrations' first 24 tokens score 0.085 ± 0.06, with
 one in nine at 0. Listed in ``reward.calibrate_also``, RCfD asks the policy's texts to repeat themselves
 as much as the demonstrations do, a target that a degenerate loop cannot meet and that, unlike the
-log-likelihood, no mix of unlikely and predictable tokens averages to. Single tokens rather than
-4-grams: a 4-gram repeat is rare in human text (none in 99% of these demonstrations), so a 4-gram
-column would be zero on almost every sample and carry no signal about a batch.
+log-likelihood, no mix of unlikely and predictable tokens averages to.
+
+``repetition-4``: the share of the completion's 4-grams that repeat an earlier 4-gram of it (0 when it
+has none). A 4-gram repeat is rare in human text (none in 99% of the positive-reviews
+demonstrations), so as a mean-matching column it is zero on almost every sample and says little about
+a batch; calibrated per text (``objective.per_sample=[repetition-4]``, the paper's −(R − R_d)²) it
+charges each looping text its own distance from its demonstration's, usually 0.
 """
 
 from __future__ import annotations
@@ -19,16 +23,16 @@ from ..logprobs import encode_pairs
 
 
 class RepetitionReward:
-    name = "repetition"
-
-    def __init__(self, tokenizer):
+    def __init__(self, tokenizer, n: int = 1):
         self.tokenizer = tokenizer
+        self.n = n
+        self.name = "repetition" if n == 1 else f"repetition-{n}"
 
     def identity(self) -> str:
-        return f"repetition:{getattr(self.tokenizer, 'name_or_path', '')}"
+        return f"{self.name}:{getattr(self.tokenizer, 'name_or_path', '')}"
 
     def __call__(self, prompts, completions, rollout=None, **_) -> torch.Tensor:
         if rollout is None:
             rollout = encode_pairs(self.tokenizer, prompts, completions)
-        return torch.tensor([M.repeated_share(row, 1) or 0.0 for row in rollout.completion_tokens()],
+        return torch.tensor([M.repeated_share(row, self.n) or 0.0 for row in rollout.completion_tokens()],
                             dtype=torch.float32)
