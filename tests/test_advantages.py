@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from rcfd.objectives import (advantages_from, group_normalized, leave_one_out_mean, objective_values,
+from rcfd.objectives import (advantages_from, best_of_group, group_normalized, leave_one_out_mean, objective_values,
                              ppo_clip_loss, rcfd_batch_advantages, rcfd_mean_advantages, rloo, sampled_kl,
                              scale_advantages)
 from rcfd.config import make_config
@@ -33,6 +33,14 @@ def test_group_normalized_by_hand():
     expected = torch.tensor([-2 / s1, -1 / s1, 3 / s1, -1 / s2, -1 / s2, 2 / s2])
     assert torch.allclose(group_normalized(OBJ, 3, eps=0.0), expected, atol=1e-6)
     assert torch.equal(group_normalized(torch.full((4,), 2.0), 2), torch.zeros(4))  # equal values: no signal
+
+
+def test_best_of_group_by_hand():
+    # group 1 [1, 2, 6]: the third is best; group 2 [−1, −1, 2]: the third
+    assert torch.equal(best_of_group(OBJ, 3), torch.tensor([0.0, 0.0, 1.0, 0.0, 0.0, 1.0]))
+    assert torch.equal(best_of_group(OBJ, 2), torch.tensor([0.0, 1.0, 1.0, 0.0, 0.0, 1.0]))
+    assert torch.equal(best_of_group(torch.tensor([3.0, 3.0, -5.0, -7.0]), 2), torch.tensor([1.0, 0.0, 1.0, 0.0]))
+    assert torch.equal(advantages_from(OBJ, "best-of-k", 3)[0], best_of_group(OBJ, 3))
 
 
 def test_advantage_scales_by_hand():

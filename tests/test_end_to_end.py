@@ -184,6 +184,33 @@ def test_max_step_kl_scales_each_update_back_into_the_bound(tiny_config, tmp_pat
     assert all(torch.equal(a, b) for a, b in zip(start, after))
 
 
+def test_best_of_k_updates_on_each_prompts_best_completion_only(tiny_config, tmp_path, monkeypatch):
+    """train.advantage=best-of-k: the update's forward passes see one completion per prompt, the one with the
+    highest objective, and a step moves the weights."""
+    import rcfd.trainer as trainer_module
+
+    seen = []
+    real = trainer_module.token_logprobs
+
+    def recording(model, rollout, *args):
+        seen.append(rollout.completion_ids.clone())
+        return real(model, rollout, *args)
+
+    trainer = trainer_module.Trainer(tiny_config("train.steps=1", "train.num_generations=4",
+                                                 "train.advantage=best-of-k"), tmp_path / "bok", progress=False)
+    picked = []
+    real_update = trainer.update
+    monkeypatch.setattr(trainer, "update", lambda rollout, old_logp, advantages: (
+        picked.append(rollout.select(advantages.nonzero().flatten()).completion_ids), real_update(rollout, old_logp, advantages))[1])
+    monkeypatch.setattr(trainer_module, "token_logprobs", recording)
+    before = [p.detach().clone() for p in trainer.policy.parameters() if p.requires_grad]
+    trainer.step()
+    assert sum(len(ids) for ids in seen) == 8 // 4  # batch 8, k = 4: two prompts, one completion each
+    assert torch.equal(torch.cat(seen), picked[0])
+    after = [p.detach() for p in trainer.policy.parameters() if p.requires_grad]
+    assert any(not torch.equal(a, b) for a, b in zip(before, after))
+
+
 def test_calibrate_also_is_calibrated_by_rcfd_and_ignored_by_reward_maximization(tmp_path):
     also = ("--set", "reward.calibrate_also=[length]")
     rows = {}

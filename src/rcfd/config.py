@@ -214,7 +214,9 @@ class TrainConfig:
     Must divide batch_size / num_minibatches, so every minibatch holds whole groups."""
     advantage: str = "whiten"
     """Advantage estimator: 'whiten' ((obj − batch mean)/batch std, the paper's), 'rloo' (obj_i minus
-    the mean of its prompt's other completions) or 'group' (GRPO's (obj − group mean)/group std)."""
+    the mean of its prompt's other completions), 'group' (GRPO's (obj − group mean)/group std) or
+    'best-of-k' (1 for each prompt's best completion by the objective, 0 for the rest: fine-tuning on the
+    best of k, RAFT; only the selected completions are forwarded in the update)."""
     advantage_scale: str = "none"
     """'rloo' only: divide the advantage by 'none', the 'batch' std of A, or the std of A on the 'first'
     step (then frozen, so the updates shrink as the objective's spread does)."""

@@ -76,6 +76,18 @@ def group_normalized(objective: torch.Tensor, k: int, eps: float = 1e-4) -> torc
     return (centred / (g.std(1, keepdim=True, unbiased=False) + eps)).reshape(objective.shape)
 
 
+def best_of_group(objective: torch.Tensor, k: int) -> torch.Tensor:
+    """Best-of-k selection as an advantage: A_i = 1 for the completion with the highest objective among
+    its prompt's k (the first on a tie), 0 for the others. Under the PPO-clip loss this is supervised
+    fine-tuning on the selected completions, with each token's ratio clipped at 1 + ε (reward-ranked
+    fine-tuning, RAFT: Dong et al. 2023). No completion is pushed down, so the policy only moves towards
+    texts it already writes that score best — for RCfD, the ones closest to their demonstration's reward."""
+    g = groups(objective, k)
+    best = torch.zeros_like(g)
+    best.scatter_(1, g.argmax(1, keepdim=True), 1.0)
+    return best.reshape(objective.shape)
+
+
 def batch_std(x: torch.Tensor) -> float:
     return float(x.std(unbiased=False))
 
@@ -104,7 +116,7 @@ SCALES = {
 
 def advantages_from(objective: torch.Tensor, estimator: str, k: int = 1, scale: str = "none",
                     first_std: float | None = None, std_fn=batch_std) -> tuple[torch.Tensor, float | None]:
-    """Advantages [B] of ``train.advantage`` = ``whiten`` | ``rloo`` | ``group`` | ``given`` (the objective
+    """Advantages [B] of ``train.advantage`` = ``whiten`` | ``rloo`` | ``group`` | ``best-of-k`` | ``given`` (the objective
     is already an advantage, as :func:`rcfd_mean_advantages` is), with ``rloo``/``given`` scaled by
     ``scale``. Returns (A, the frozen first-step std for ``scale='first'``)."""
     if estimator not in ESTIMATORS:
@@ -120,6 +132,7 @@ ESTIMATORS = {
     "whiten": lambda obj, k: whiten(obj),
     "rloo": rloo,
     "group": group_normalized,
+    "best-of-k": best_of_group,
     "given": lambda obj, k: obj,
 }
 

@@ -67,6 +67,8 @@ ADVANTAGES = Registry("estimator", "train.advantage", {
     "whiten": "the paper's: (obj − batch mean) / batch std",
     "rloo": "leave-one-out: obj_i − mean of the prompt's other completions (then `train.advantage_scale`)",
     "group": "GRPO's: (obj − group mean) / group std",
+    "best-of-k": "extension: 1 for each prompt's best completion by the objective, 0 for the others "
+                 "(supervised fine-tuning on the best of k, RAFT)",
 })
 
 ADVANTAGE_SCALES = Registry("scale", "train.advantage_scale", {

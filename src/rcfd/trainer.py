@@ -361,17 +361,23 @@ class Trainer:
         size = n // c.num_minibatches if n % c.num_minibatches == 0 else n
         params = [p for p in self.policy.parameters() if p.requires_grad]
         before = [p.detach().clone() for p in params] if c.max_step_kl > 0 else None
+        # Best-of-k leaves k − 1 rows of each group at a zero advantage, whose clipped surrogate is zero
+        # whatever the ratio: no gradient, so their forward and backward are skipped. (Other estimators keep
+        # every row, so their micro-batches, and numbers, stay as they were.)
+        active = advantages != 0 if c.advantage == "best-of-k" else torch.ones_like(advantages, dtype=torch.bool)
         losses, clipped, grad_norms = [], [], []
         for _ in range(c.ppo_epochs):
             for start in range(0, n, size):
                 self.optimizer.zero_grad(set_to_none=True)
                 total = 0.0
-                for i in range(start, min(start + size, n), c.micro_batch_size):
-                    j = min(i + c.micro_batch_size, start + size, n)
-                    mb = rollout.select(slice(i, j))
+                rows = torch.arange(start, min(start + size, n))
+                rows = rows[active[rows]]
+                for i in range(0, len(rows), c.micro_batch_size):
+                    sel = rows[i:i + c.micro_batch_size]
+                    mb = rollout.select(sel)
                     mask = mb.completion_mask.float()
                     logp = token_logprobs(self.policy, mb)
-                    per_seq = ppo_clip_loss(logp, old_logp[i:j], advantages[i:j], mask, c.clip_eps)
+                    per_seq = ppo_clip_loss(logp, old_logp[sel], advantages[sel], mask, c.clip_eps)
                     loss = per_seq.sum() / size  # micro-batches add up to the minibatch mean
                     if self.procs.any(not torch.isfinite(loss)):
                         self.save()
@@ -379,7 +385,7 @@ class Trainer:
                                              f"(resume with --resume), lower train.learning_rate or check the rewards")
                     loss.backward()
                     total += loss.item()
-                    ratio = torch.exp(logp.detach() - old_logp[i:j])
+                    ratio = torch.exp(logp.detach() - old_logp[sel])
                     outside = ((ratio - 1).abs() > c.clip_eps).float()
                     clipped.append(float((outside * mask).sum() / mask.sum().clamp(min=1)))
                 self.procs.average_gradients(params)
@@ -387,7 +393,7 @@ class Trainer:
                 self.optimizer.step()
                 losses.append(total)
                 grad_norms.append(float(norm))
-        stats = {N.LOSS: float(np.mean(losses)), N.CLIP_RATIO: float(np.mean(clipped)),
+        stats = {N.LOSS: float(np.mean(losses)), N.CLIP_RATIO: float(np.mean(clipped)) if clipped else 0.0,
                  N.GRAD_NORM: float(np.mean(grad_norms))}
         if self.procs.world > 1:  # grad_norm is already global (gradients were averaged)
             for key in (N.LOSS, N.CLIP_RATIO):
