@@ -18,8 +18,8 @@ def documented_names() -> set[str]:
 def generic(key: str, reward_names) -> str:
     """rewards/loglik/mean -> rewards/{name}/mean."""
     parts = key.split("/")
-    if len(parts) == 3 and parts[0] == "rewards" and parts[1] in reward_names:
-        return f"rewards/{{name}}/{parts[2]}"
+    if len(parts) == 3 and parts[0] in ("rewards", "eval") and parts[1] in reward_names:
+        return f"{parts[0]}/{{name}}/{parts[2]}"
     return key
 
 
@@ -29,6 +29,7 @@ def test_every_logged_metric_is_documented(tmp_path):
                  "--set", "train.eval_prompts=4", "--set", "reward.names=[loglik,length]"]) == 0
     names = ["loglik", "length"]
     logged = {k for line in (run / "metrics.jsonl").read_text().splitlines() for k in json.loads(line)}
+    assert {"eval/loglik/reward_z", "eval/length/reward_z"} <= logged  # each reward's curve when there are several
     logged |= set(json.loads((run / "summary.json").read_text()))
     assert main(["eval", str(run), "--quiet", "--out", str(tmp_path / "eval.json")]) == 0
     logged |= set(json.loads((tmp_path / "eval.json").read_text()))

@@ -485,10 +485,15 @@ class Trainer:
         with torch.random.fork_rng():
             m = evaluate(self.policy, self.reference, self.tokenizer, subset, self.rewards, self.demo_eval, c,
                          seed=c.train.seed, progress=False, samples_per_prompt=1, curves=False)
-        return {N.EVAL_REWARD_Z: M.demo_z(m["reward_mean"], m["demo_reward_mean"], m["demo_reward_std"]),
-                N.EVAL_ALIGNMENT: m["alignment"],
-                N.EVAL_DISTINCT_2_REL: M.relative(m["distinct_2"], m["demo_distinct_2"]),
-                N.EVAL_NATURALNESS: m["naturalness"], N.EVAL_KL: m["kl_to_ref"]}
+        out = {N.EVAL_REWARD_Z: M.demo_z(m["reward_mean"], m["demo_reward_mean"], m["demo_reward_std"]),
+               N.EVAL_ALIGNMENT: m["alignment"],
+               N.EVAL_DISTINCT_2_REL: M.relative(m["distinct_2"], m["demo_distinct_2"]),
+               N.EVAL_NATURALNESS: m["naturalness"], N.EVAL_KL: m["kl_to_ref"]}
+        if len(self.rewards.names) > 1:  # each reward's own curve (eval/reward_z is the first reward's)
+            for name in self.rewards.names:
+                out[f"eval/{name}/reward_z"] = M.demo_z(m[f"rewards/{name}/mean"], m[f"rewards/{name}/demo_mean"],
+                                                        m[f"rewards/{name}/demo_std"])
+        return out
 
     def export(self) -> Path:
         """Save the final adapter (LoRA) or model with ``save_pretrained`` into ``OUT/final``."""
