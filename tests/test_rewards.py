@@ -89,6 +89,39 @@ def test_repetition_4_reward_by_hand(tiny_tokenizer):
     assert stack(["a", "b", "c"], ["", "", ""], rollout=rollout)[:, 0].tolist() == pytest.approx([0.2, 0.0, 2 / 3])
 
 
+def test_repeat_sets_and_repeat_mass_by_hand():
+    from rcfd.rewards.repetition import repeat_mass, repeat_sets
+
+    # 5 6 5 6 7: at t = 3 the previous token 5 was followed by 6 before; at t = 4 the previous 6 by 5
+    assert repeat_sets([5, 6, 5, 6, 7]) == [[], [], [], [6], [5]]
+    assert repeat_sets([9, 9, 9]) == [[], [], [9]]
+    probs = torch.full((2, 5, 8), 0.05)
+    probs[0, 3, 6], probs[0, 4, 5] = 0.6, 0.3
+    probs[1, 2, 2] = 0.5
+    ids = torch.tensor([[5, 6, 5, 6, 7], [2, 2, 2, 0, 0]])
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    got = repeat_mass(probs.log(), ids, mask)
+    assert got.tolist() == pytest.approx([(0.6 + 0.3) / 5, 0.5 / 3])
+    assert repeat_mass(probs.log(), ids, torch.zeros_like(mask)).tolist() == [0.0, 0.0]  # empty: 0
+
+
+def test_repeat_mass_reward_reads_the_base_models_next_token_probabilities(tiny_model, tiny_tokenizer):
+    from rcfd.rewards.repetition import repeat_sets
+
+    prompts, completions = ["The city of Paris"], [" is is is the the city city of of Paris"]
+    stack = build_rewards(["repeat-mass"], policy=tiny_model, reference=tiny_model, tokenizer=tiny_tokenizer,
+                          model_id="tiny")
+    got = float(stack(prompts, completions)[0, 0])
+    p_ids = tiny_tokenizer(prompts[0], add_special_tokens=False)["input_ids"]
+    c_ids = tiny_tokenizer(completions[0], add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        probs = torch.softmax(tiny_model(torch.tensor([p_ids + c_ids])).logits[0].float(), -1)
+    # the position before completion token t predicts it
+    expected = sum(float(probs[len(p_ids) + t - 1, s].sum()) for t, s in enumerate(repeat_sets(c_ids)) if s)
+    assert got == pytest.approx(expected / len(c_ids), rel=1e-4)
+    assert got > 0
+
+
 def test_callable_reward_and_stack():
     stack = build_rewards(["reward_fixtures:word_count"], policy=None, reference=None, tokenizer=None, model_id="x")
     values = stack(["p", "q"], ["a b c", "d"])

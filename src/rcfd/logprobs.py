@@ -86,6 +86,11 @@ def split_lm_head(model):
 
 
 def _token_logprobs(model, r: Rollout) -> torch.Tensor:
+    return _gather_logprobs(completion_logits(model, r), r.completion_ids) * r.completion_mask
+
+
+def completion_logits(model, r: Rollout) -> torch.Tensor:
+    """[B, C, V] logits of the positions that predict the completion's tokens."""
     input_ids = torch.cat([r.prompt_ids, r.completion_ids], 1)
     mask = torch.cat([r.prompt_mask, r.completion_mask], 1)
     position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
@@ -98,10 +103,8 @@ def _token_logprobs(model, r: Rollout) -> torch.Tensor:
         # as a slow batched matmul on CPU (measured 0.72 s vs 0.39 s for 16×33 rows).
         decoder, head = split
         hidden = decoder(**inputs).last_hidden_state
-        logits = head(hidden[:, -c - 1:-1].contiguous())
-    else:
-        logits = model(**inputs, logits_to_keep=c + 1).logits[:, :-1]
-    return _gather_logprobs(logits, r.completion_ids) * r.completion_mask
+        return head(hidden[:, -c - 1:-1].contiguous())
+    return model(**inputs, logits_to_keep=c + 1).logits[:, :-1]
 
 
 def reference_context(policy, reference):

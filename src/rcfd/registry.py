@@ -44,6 +44,8 @@ REWARDS = Registry("reward", "reward.names", {
                   "the texts repeat themselves as much as the demonstrations; a loop cannot match)",
     "repetition-4": "extension: share of the completion's 4-grams that repeat an earlier 4-gram of it (rare in "
                     "human text: for `objective.per_sample`, charging each looping text)",
+    "repeat-mass": "extension: the frozen base model's mean probability, per completion token, of a token that "
+                   "would repeat a bigram the completion already wrote (dense where repeats are rare)",
     "sentiment": "positive logit of the TF-IDF + logistic-regression classifier trained on the packaged IMDB "
                  "reviews (`rcfd reward-model train`; `reward.sentiment_model`)",
     "vader": "VADER compound sentiment",

@@ -11,10 +11,10 @@ from .base import Reward, RewardStack
 from .callable import CallableReward
 from .length import LengthReward
 from .loglik import LogLikelihoodReward
-from .repetition import RepetitionReward
+from .repetition import RepeatMassReward, RepetitionReward
 
 __all__ = ["Reward", "RewardStack", "LogLikelihoodReward", "LengthReward", "CallableReward", "RepetitionReward",
-           "build_rewards"]
+           "RepeatMassReward", "build_rewards"]
 
 
 def _sentiment(ctx):
@@ -55,6 +55,7 @@ BUILDERS = {
     "length": lambda ctx: LengthReward(ctx.tokenizer),
     "repetition": lambda ctx: RepetitionReward(ctx.tokenizer),
     "repetition-4": lambda ctx: RepetitionReward(ctx.tokenizer, n=4),
+    "repeat-mass": lambda ctx: RepeatMassReward(ctx.policy, ctx.reference, ctx.tokenizer, ctx.model_id),
     "sentiment": _sentiment,
     "vader": _vader,
     "classifier": _classifier,

@@ -12,6 +12,15 @@ has none). A 4-gram repeat is rare in human text (none in 99% of the positive-re
 demonstrations), so as a mean-matching column it is zero on almost every sample and says little about
 a batch; calibrated per text (``objective.per_sample=[repetition-4]``, the paper's −(R − R_d)²) it
 charges each looping text its own distance from its demonstration's, usually 0.
+
+``repeat-mass``: how strongly the text invites its own repetition, measured on every token rather than
+only where a repeat happened. At each completion token t, the frozen base model's probability of the
+tokens that followed an earlier occurrence of the previous token y_{t−1} in the completion (the
+continuations that would repeat a bigram it already wrote), averaged over the completion's tokens:
+(1/|y|) Σ_t Σ_{v ∈ S_t} π_0(v | x, y_<t), S_t = {y_{j+1} : j < t − 1, y_j = y_{t−1}}. Human text has
+some of it (common words recur, and what follows them too); in a loop it tends to 1, and it rises
+with the first repeated phrase, before any 4-gram repeats, so unlike ``repetition-4`` every text
+carries a signal. Costs one forward pass of the base model over the completions.
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ from __future__ import annotations
 import torch
 
 from .. import metrics as M
-from ..logprobs import encode_pairs
+from ..logprobs import completion_logits, encode_pairs, reference_context
 
 
 class RepetitionReward:
@@ -36,3 +45,57 @@ class RepetitionReward:
             rollout = encode_pairs(self.tokenizer, prompts, completions)
         return torch.tensor([M.repeated_share(row, self.n) or 0.0 for row in rollout.completion_tokens()],
                             dtype=torch.float32)
+
+
+def repeat_sets(tokens: list[int]) -> list[list[int]]:
+    """For each position t of ``tokens``, S_t: the tokens that followed an earlier occurrence of tokens[t − 1]
+    (distinct, in order of first appearance; empty at t = 0 and where tokens[t − 1] is new)."""
+    followers: dict[int, list[int]] = {}
+    sets = [[]]
+    for t in range(1, len(tokens)):
+        sets.append(list(followers.get(tokens[t - 1], [])))
+        after = followers.setdefault(tokens[t - 1], [])
+        if tokens[t] not in after:
+            after.append(tokens[t])
+    return sets
+
+
+def repeat_mass(logprobs: torch.Tensor, completion_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """[B] mean over each completion's tokens of Σ_{v ∈ S_t} p(v | y_<t), from next-token log-probs
+    ``logprobs`` [B, C, V] at the completion's positions (0 for an empty completion)."""
+    out = torch.zeros(len(completion_ids))
+    for b in range(len(completion_ids)):
+        tokens = completion_ids[b][mask[b].bool()].tolist()
+        if not tokens:
+            continue
+        probs = logprobs[b, :len(tokens)].exp()
+        total = sum(float(probs[t, s].sum()) for t, s in enumerate(repeat_sets(tokens)) if s)
+        out[b] = total / len(tokens)
+    return out
+
+
+class RepeatMassReward:
+    """``repeat-mass`` (see the module's docstring), under the frozen base model."""
+
+    name = "repeat-mass"
+
+    def __init__(self, policy, reference, tokenizer, model_id: str, micro_batch_size: int = 8):
+        self.policy, self.reference, self.tokenizer = policy, reference, tokenizer
+        self.model_id = model_id
+        self.micro_batch_size = micro_batch_size
+
+    def identity(self) -> str:
+        return f"{self.name}:{self.model_id}"
+
+    @torch.no_grad()
+    def __call__(self, prompts, completions, rollout=None, **_) -> torch.Tensor:
+        if rollout is None:
+            rollout = encode_pairs(self.tokenizer, prompts, completions)
+        model = self.reference if self.reference is not None else self.policy
+        parts = []
+        with reference_context(self.policy, self.reference):
+            for i in range(0, len(rollout), self.micro_batch_size):  # [b, C, V] at a time: the vocabulary is large
+                part = rollout.select(slice(i, i + self.micro_batch_size))
+                logprobs = torch.log_softmax(completion_logits(model, part).float(), -1)
+                parts.append(repeat_mass(logprobs, part.completion_ids, part.completion_mask))
+        return torch.cat(parts) if parts else torch.zeros(0)
