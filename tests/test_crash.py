@@ -55,15 +55,15 @@ def _kill_during_run(proc, run, rng, during_checkpoint: bool) -> str:
     return "random"
 
 
-def test_sigkill_at_random_moments_then_resume(tmp_path, capsys):
+def _kill_and_resume(tmp_path, capsys, trials: int, checkpoint_kills: int, seed: int):
     reference = tmp_path / "reference"
     assert main(["train", "--config", str(TINY), "--out", str(reference), *ARGS]) == 0
     ref_metrics = (reference / "metrics.jsonl").read_text()
     ref_weights = load_file(str(latest_checkpoint(reference / "checkpoints") / "trainable.safetensors"))
 
-    rng = random.Random(1234)
+    rng = random.Random(seed)
     survived, hits = 0, []
-    for trial in range(TRIALS):
+    for trial in range(trials):
         run = tmp_path / f"trial{trial}"
         proc = _spawn("train", "--config", str(TINY), "--out", str(run), *ARGS)
         hits.append(_kill_during_run(proc, run, rng, during_checkpoint=trial % 2 == 1))
@@ -75,9 +75,18 @@ def test_sigkill_at_random_moments_then_resume(tmp_path, capsys):
             torch.equal(weights[k], ref_weights[k]) for k in ref_weights)
         survived += same
     with capsys.disabled():
-        print(f"\ncrash trials: {survived}/{TRIALS} resumed to identical results; kills: {hits}")
-    assert survived == TRIALS
-    assert hits.count("checkpoint-write") >= 3
+        print(f"\ncrash trials: {survived}/{trials} resumed to identical results; kills: {hits}")
+    assert survived == trials
+    assert hits.count("checkpoint-write") >= checkpoint_kills
+
+
+def test_sigkill_at_random_moments_then_resume(tmp_path, capsys):
+    _kill_and_resume(tmp_path, capsys, trials=6, checkpoint_kills=2, seed=1234)
+
+
+@pytest.mark.slow  # ~200 s: ten kills; the default suite runs six
+def test_sigkill_ten_times_then_resume(tmp_path, capsys):
+    _kill_and_resume(tmp_path, capsys, trials=TRIALS, checkpoint_kills=3, seed=4321)
 
 
 def test_ctrl_c_stops_at_step_boundary_and_resumes_exactly(tmp_path):
