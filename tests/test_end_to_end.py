@@ -200,8 +200,12 @@ def test_best_of_k_updates_on_each_prompts_best_completion_only(tiny_config, tmp
                                                  "train.advantage=best-of-k"), tmp_path / "bok", progress=False)
     picked = []
     real_update = trainer.update
-    monkeypatch.setattr(trainer, "update", lambda rollout, old_logp, advantages: (
-        picked.append(rollout.select(advantages.nonzero().flatten()).completion_ids), real_update(rollout, old_logp, advantages))[1])
+
+    def update(rollout, old_logp, advantages):  # note which completions got a nonzero advantage
+        picked.append(rollout.select(advantages.nonzero().flatten()).completion_ids)
+        return real_update(rollout, old_logp, advantages)
+
+    monkeypatch.setattr(trainer, "update", update)
     monkeypatch.setattr(trainer_module, "token_logprobs", recording)
     before = [p.detach().clone() for p in trainer.policy.parameters() if p.requires_grad]
     trainer.step()

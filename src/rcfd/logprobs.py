@@ -61,12 +61,17 @@ def _gather_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tenso
     return picked - torch.logsumexp(logits, dim=-1)
 
 
-def token_logprobs(model, rollout: Rollout, micro_batch_size: int | None = None) -> torch.Tensor:
-    """[B, C] log π(y_t | x, y_<t) for each completion token (zeros on padding)."""
+def per_micro_batch(rollout: Rollout, micro_batch_size: int | None, fn) -> torch.Tensor:
+    """``fn`` on consecutive parts of ``rollout`` of at most ``micro_batch_size`` rows (all at once when
+    None), concatenated along the batch."""
     bsz = len(rollout)
     step = micro_batch_size or bsz
-    parts = [_token_logprobs(model, rollout.select(slice(i, i + step))) for i in range(0, bsz, step)]
-    return torch.cat(parts, 0)
+    return torch.cat([fn(rollout.select(slice(i, i + step))) for i in range(0, bsz, step)], 0)
+
+
+def token_logprobs(model, rollout: Rollout, micro_batch_size: int | None = None) -> torch.Tensor:
+    """[B, C] log π(y_t | x, y_<t) for each completion token (zeros on padding)."""
+    return per_micro_batch(rollout, micro_batch_size, lambda part: _token_logprobs(model, part))
 
 
 def split_lm_head(model):
@@ -107,6 +112,12 @@ def completion_logits(model, r: Rollout) -> torch.Tensor:
     return model(**inputs, logits_to_keep=c + 1).logits[:, :-1]
 
 
+def reference_model(policy, reference):
+    """The model to run as the reference: ``reference`` if a copy exists, else ``policy`` (inside
+    :func:`reference_context`)."""
+    return reference if reference is not None else policy
+
+
 def reference_context(policy, reference):
     """Context in which ``policy`` acts as the reference (LoRA adapters disabled), if no copy exists."""
     if reference is None and hasattr(policy, "disable_adapter"):
@@ -117,4 +128,4 @@ def reference_context(policy, reference):
 @torch.no_grad()
 def reference_logprobs(policy, reference, rollout: Rollout, micro_batch_size=None) -> torch.Tensor:
     with reference_context(policy, reference):
-        return token_logprobs(reference if reference is not None else policy, rollout, micro_batch_size)
+        return token_logprobs(reference_model(policy, reference), rollout, micro_batch_size)

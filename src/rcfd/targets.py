@@ -159,9 +159,9 @@ def embed_prompts(prompts: list[str], embedder: str, *, policy=None, reference=N
         return SentenceEncoder(field="the target model's embedder")(list(prompts))
     if embedder != "policy":
         raise RcfdError(f"unknown target-model embedder '{embedder}'; choose one of {', '.join(EMBEDDERS)}")
-    from .logprobs import reference_context
+    from .logprobs import reference_context, reference_model
 
-    model = reference if reference is not None else policy
+    model = reference_model(policy, reference)
     parts = []
     with reference_context(policy, reference):
         for i in range(0, len(prompts), batch_size):

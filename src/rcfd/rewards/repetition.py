@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 
 from .. import metrics as M
-from ..logprobs import completion_logits, encode_pairs, reference_context
+from ..logprobs import completion_logits, encode_pairs, per_micro_batch, reference_context, reference_model
 
 
 class RepetitionReward:
@@ -91,11 +91,13 @@ class RepeatMassReward:
     def __call__(self, prompts, completions, rollout=None, **_) -> torch.Tensor:
         if rollout is None:
             rollout = encode_pairs(self.tokenizer, prompts, completions)
-        model = self.reference if self.reference is not None else self.policy
-        parts = []
-        with reference_context(self.policy, self.reference):
-            for i in range(0, len(rollout), self.micro_batch_size):  # [b, C, V] at a time: the vocabulary is large
-                part = rollout.select(slice(i, i + self.micro_batch_size))
-                logprobs = torch.log_softmax(completion_logits(model, part).float(), -1)
-                parts.append(repeat_mass(logprobs, part.completion_ids, part.completion_mask))
-        return torch.cat(parts) if parts else torch.zeros(0)
+        if len(rollout) == 0:
+            return torch.zeros(0)
+        model = reference_model(self.policy, self.reference)
+
+        def score(part):
+            logprobs = torch.log_softmax(completion_logits(model, part).float(), -1)
+            return repeat_mass(logprobs, part.completion_ids, part.completion_mask)
+
+        with reference_context(self.policy, self.reference):  # [b, C, V] at a time: the vocabulary is large
+            return per_micro_batch(rollout, self.micro_batch_size, score)
