@@ -14,6 +14,7 @@ from rcfd.cli import main
 SUMMARY_KEYS = {
     "objective", "reward_mean", "reward_std", "demo_reward_mean", "demo_reward_std", "alignment", "wasserstein",
     "mean_length", "demo_mean_length", "distinct_2", "demo_distinct_2", "repetition_4", "demo_repetition_4",
+    "repeat_4_texts", "demo_repeat_4_texts",
     "kl_to_ref", "wall_seconds", "loglik_by_position", "demo_loglik_by_position",
 }
 

@@ -21,6 +21,8 @@ def test_repetition_4():
     assert M.repetition_n([[1, 2, 1, 2, 1, 2, 1]], 4) == pytest.approx(0.5)
     # mean over sequences; a sequence shorter than n is ignored
     assert M.repetition_n([[1, 2, 1, 2, 1, 2, 1], [1, 2, 3, 4], [1]], 4) == pytest.approx(0.25)
+    # texts that repeat at least one 4-gram: the first only
+    assert M.texts_repeating([[1, 2, 1, 2, 1, 2, 1], [1, 2, 3, 4], [1], [1, 2, 3, 4, 5]], 4) == 1
 
 
 def test_histogram_kl_hand_computed():
@@ -54,3 +56,17 @@ def test_truncate_pairwise_and_position_means():
 def test_mean_std():
     assert M.mean_std([1.0, 3.0]) == (2.0, 1.0)
     assert all(math.isnan(v) for v in M.mean_std([]))
+
+
+def test_diversity_fields_count_the_texts_behind_repetition_4():
+    from rcfd.evaluate import diversity_fields
+    loop, plain = [5, 6, 5, 6, 5, 6, 5], [1, 2, 3, 4, 7, 8, 9]
+    # two held-out prompts x two samples (rows grouped by prompt: p0 s0, p0 s1, p1 s0, p1 s1)
+    completions = [loop, plain, loop, loop]
+    demos = [plain, loop]
+    out = diversity_fields(completions, demos, per_prompt=2)
+    assert out["repeat_4_texts"] == 3  # of all four completions
+    assert out["demo_repeat_4_texts"] == 1  # of the two demonstrations
+    # replica 0 = (loop, loop): 0.5 each; replica 1 = (plain, loop): 0.25; mean over replicas
+    assert out["repetition_4"] == pytest.approx((0.5 + 0.25) / 2)
+    assert out["demo_repetition_4"] == pytest.approx(0.25)

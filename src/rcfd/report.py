@@ -62,9 +62,13 @@ def format_noise(runs: dict[str, dict]) -> str:
     r = next((r for r in runs.values() if "reward_gap_se" in r), None)
     if r is None:
         return ""
-    return (f"held-out: {r['num_prompts']} prompts x {r['samples_per_prompt']} samples; standard error of "
+    line = (f"held-out: {r['num_prompts']} prompts x {r['samples_per_prompt']} samples; standard error of "
             f"'vs demos' {r['reward_gap_se']:.3f} σ (of the mean reward {r['reward_mean_se']:.3f} σ); alignment of "
             f"two samples of one distribution at this size: {r['alignment_floor']:.3f}")
+    if "repeat_4_texts" in r:  # rep-4 of human text rests on a few texts: say how many
+        line += (f"; texts with a repeated 4-gram: {r['repeat_4_texts']:g} of {r['num_prompts'] * r['samples_per_prompt']}"
+                 f" (demonstrations {r['demo_repeat_4_texts']:g} of {r['num_prompts']})")
+    return line
 
 
 def print_table(runs: dict[str, dict]) -> None:
