@@ -140,6 +140,12 @@ def test_demo_reward_scale_divides_by_the_training_targets_variance(tiny_config,
     assert seen[0] is None
     assert torch.allclose(seen[1], t.demo_train.var(0, unbiased=False))
     assert seen[1].shape == (2,)
+    # the paper's per-sample objective takes the same unit (its default stays the whitened sum)
+    per_sample = ("objective.name=rcfd", "reward.calibrate_also=[loglik-spread]")
+    t = trainer_module.Trainer(tiny_config("train.steps=1", *per_sample, "objective.reward_scale=demo"),
+                               tmp_path / "per-sample", progress=False)
+    t.train()
+    assert torch.allclose(seen[2], t.demo_train.var(0, unbiased=False))
 
 
 def test_per_sample_flags_reach_the_objective_for_rcfd_only(tiny_config, tmp_path, monkeypatch):

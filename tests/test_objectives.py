@@ -43,6 +43,17 @@ def test_rcfd_multi_reward_whitens_each_then_sums():
     assert torch.allclose(rcfd(r2, rd2), expected, atol=1e-4)
 
 
+def test_rcfd_in_fixed_units_sums_each_squared_gap_over_its_scale():
+    """objective.reward_scale=demo with the paper's per-sample objective: −Σ_i (R_i − R_d,i)² / scale_i, so a
+    gap of 2 units of its reward costs 4 whatever the batch's spread (whitening would give 1 std)."""
+    r = torch.tensor([[1.0, 10.0], [2.0, 20.0], [4.0, 40.0]])
+    rd = torch.tensor([[1.0, 20.0], [1.0, 20.0], [1.0, 20.0]])
+    scale = torch.tensor([4.0, 100.0])
+    expected = -torch.tensor([0 / 4 + 100 / 100, 1 / 4 + 0 / 100, 9 / 4 + 400 / 100])
+    assert torch.allclose(rcfd(r, rd, scale), expected)
+    assert torch.allclose(rcfd(r[:, :1], rd[:, :1], scale[:1]), -torch.tensor([0.0, 0.25, 2.25]))
+
+
 def test_kl_penalty():
     r = torch.tensor([[1.0], [2.0]])
     logratio = torch.tensor([3.0, -1.0])

@@ -157,7 +157,7 @@ class ObjectiveConfig:
     demonstrations' and not only their mean (an extension; rcfd-mean needs several demonstrations per
     prompt, see data.group_demonstrations). Implemented as RCfD on the rewards (R, R²)."""
     reward_scale: str = "batch"
-    """Objectives 'rcfd-mean' and 'rcfd-batch' with several reward columns: how each reward's advantage
+    """Objectives 'rcfd', 'rcfd-mean' and 'rcfd-batch' with several reward columns: how each reward's
     term is put on a common scale before they are summed. 'batch': divided by its std in the batch (as the
     paper whitens its calibrated terms), so every reward pulls equally hard however close it is to its
     target; 'demo': divided by the variance of its training targets (a fixed unit), so a reward's pull

@@ -150,9 +150,14 @@ def calibrated(rewards: torch.Tensor, demo_rewards: torch.Tensor) -> torch.Tenso
     return -(rewards - demo_rewards) ** 2
 
 
-def rcfd(rewards: torch.Tensor, demo_rewards: torch.Tensor) -> torch.Tensor:
-    """R_CfD [B]: for one reward −(R − R_d)²; for K > 1 the whitened calibrated terms are summed."""
+def rcfd(rewards: torch.Tensor, demo_rewards: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+    """R_CfD [B]: for one reward −(R − R_d)²; for K > 1 the whitened calibrated terms are summed (the
+    paper's). With ``scale`` [K] (``objective.reward_scale=demo``, an extension) the terms are divided by a
+    fixed unit instead, −Σ_i (R_i − R_d,i)² / scale_i: a reward far from its target then costs more than
+    one near it, where whitening gives every term the same spread in the batch whatever its gap."""
     terms = calibrated(rewards, demo_rewards)
+    if scale is not None:
+        return (terms / scale).sum(-1)
     if terms.shape[-1] == 1:
         return terms[:, 0]
     return whiten(terms, dim=0).sum(-1)
@@ -279,7 +284,7 @@ def weighted(rewards: torch.Tensor, alpha: float) -> torch.Tensor:
 OBJECTIVE_FUNCTIONS = {
     "reward": lambda R, **kw: R.sum(-1),
     "kl": lambda R, logratio, beta, **kw: kl_penalized(R, logratio, beta),
-    "rcfd": lambda R, demo_rewards, **kw: rcfd(R, demo_rewards),
+    "rcfd": lambda R, demo_rewards, scale, **kw: rcfd(R, demo_rewards, scale),
     "rcfd-mean": lambda R, demo_rewards, k, scale, per_sample, **kw:
         rcfd_mean_advantages(R, demo_rewards, k, scale, per_sample),
     "rcfd-batch": lambda R, demo_rewards, k, gap_sum, num_prompts, scale, per_sample, **kw:
