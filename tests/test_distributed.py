@@ -62,3 +62,23 @@ def test_two_processes_deal_out_whole_groups(tmp_path):
     assert not set(mine[0]) & set(mine[1])  # no group straddles two processes
     assert "rewards/loglik/demo_mean" in found["record"]
     assert found["batch_advantage_gap"] < 1e-5  # rcfd-batch's gap totals span both processes
+
+
+def test_train_command_leaves_the_process_group(tmp_path, monkeypatch):
+    """`rcfd train` tears its process group down before exiting (a process that exits with the gloo group
+    still up can abort in gloo's threads), on every process, the non-main ones included."""
+    import rcfd.trainer
+    from rcfd.cli import main
+
+    closed = []
+
+    class Procs:
+        def close(self):
+            closed.append(True)
+
+    class Trained:
+        procs = Procs()
+
+    monkeypatch.setattr(rcfd.trainer, "run_training", lambda *a, **kw: (Trained(), {}))  # a non-main process
+    assert main(["train", "--task", "tiny", "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    assert closed == [True]

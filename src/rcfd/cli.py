@@ -281,7 +281,9 @@ def cmd_train(args) -> int:
             raise RcfdError("missing --out; give the run directory to create, e.g. --out runs/my-run")
         config = load_config(_task_config(args), _overrides(args))
         out, resume = args.out, False
-    _, summary = run_training(config, out, resume=resume, progress=not args.quiet, evaluate_after=not args.no_eval)
+    trainer, summary = run_training(config, out, resume=resume, progress=not args.quiet,
+                                    evaluate_after=not args.no_eval)
+    trainer.procs.close()  # under `accelerate launch`: leave the process group together, then exit
     from .report import print_table
 
     if not summary:  # a non-main process under `accelerate launch`: the main one reports
