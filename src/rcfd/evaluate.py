@@ -89,16 +89,17 @@ def diversity_fields(token_rows, demo_rows, per_prompt: int) -> dict:
     and averaged over replicas. ``repeat_4_texts`` counts the completions (all samples) that repeat a 4-gram,
     ``demo_repeat_4_texts`` the demonstrations: how many events the repetition figures rest on."""
     sums: dict[str, float] = {}
+    repeating = 0  # completions that repeat a 4-gram, counted over every replica (a total, not an average)
     for j in range(per_prompt):
         gen_cut, demo_cut = M.truncate_pairwise(token_rows[j::per_prompt], demo_rows)
+        repeating += M.texts_repeating(gen_cut, 4)
         for key, value in (("distinct_1", M.distinct_n(gen_cut, 1)), ("demo_distinct_1", M.distinct_n(demo_cut, 1)),
                            ("distinct_2", M.distinct_n(gen_cut, 2)), ("demo_distinct_2", M.distinct_n(demo_cut, 2)),
                            ("repetition_4", M.repetition_n(gen_cut, 4)),
                            ("demo_repetition_4", M.repetition_n(demo_cut, 4)),
-                           ("repeat_4_texts", M.texts_repeating(gen_cut, 4) * per_prompt),
                            ("demo_repeat_4_texts", M.texts_repeating(demo_cut, 4))):
             sums[key] = sums.get(key, 0.0) + value
-    return {key: value / per_prompt for key, value in sums.items()}
+    return {**{key: value / per_prompt for key, value in sums.items()}, "repeat_4_texts": float(repeating)}
 
 
 def naturalness(ref_logprobs: torch.Tensor, mask: torch.Tensor) -> list[float]:
