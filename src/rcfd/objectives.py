@@ -157,7 +157,7 @@ def rcfd(rewards: torch.Tensor, demo_rewards: torch.Tensor, scale: torch.Tensor 
     one near it, where whitening gives every term the same spread in the batch whatever its gap."""
     terms = calibrated(rewards, demo_rewards)
     if scale is not None:
-        return (terms / scale).sum(-1)
+        return combine_columns(terms, scale)
     if terms.shape[-1] == 1:
         return terms[:, 0]
     return whiten(terms, dim=0).sum(-1)

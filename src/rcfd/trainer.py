@@ -152,7 +152,7 @@ class Trainer:
         self.train_ds, self.eval_ds, self.rewards = components.train_ds, components.eval_ds, components.rewards
         self.demo_train = components.demo_train
         self.match_spread = spread_matched(c)
-        uses_scale = c.objective.reward_scale == "demo" and c.objective.name in ("rcfd", *ADVANTAGE_OBJECTIVES)
+        uses_scale = c.objective.reward_scale == "demo" and c.objective.name in DEMO_OBJECTIVES
         self.reward_scale = target_variance(self.demo_train) if uses_scale else None  # objective.reward_scale
         columns = reward_columns(c)  # objective.per_sample: the flagged columns, twice over with match_spread
         flags = torch.tensor([name in c.objective.per_sample for name in columns])
