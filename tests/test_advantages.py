@@ -210,6 +210,20 @@ def test_ppo_clip_loss_by_hand():
     # row 1 (A = −2): min(−2.2, −2.2) = −2.2, min(−4, −2.4) = −4, min(−2, −2) = −2 → −(−8.2)/3
     expected = torch.tensor([-(1.2 + 0.5) / 2, 8.2 / 3])
     assert torch.allclose(ppo_clip_loss(logp, old, adv, mask, eps), expected, atol=1e-6)
+    # train.loss_type=dr_grpo: the same sums over a constant 4, whatever each row's length
+    dr = torch.tensor([-(1.2 + 0.5) / 4, 8.2 / 4])
+    assert torch.allclose(ppo_clip_loss(logp, old, adv, mask, eps, max_tokens=4), dr, atol=1e-6)
+
+
+def test_dr_grpo_weighs_every_token_alike_whatever_its_completions_length():
+    """At ρ = 1 the gradient on a token's log-probability is −A/|y| for 'grpo' and −A/max_tokens for 'dr_grpo'."""
+    mask = torch.tensor([[1, 0, 0, 0], [1, 1, 1, 1]])
+    adv = torch.tensor([1.0, 1.0])
+    for max_tokens, first, second in ((None, -1.0, -0.25), (4, -0.25, -0.25)):
+        logp = torch.zeros(2, 4, requires_grad=True)
+        ppo_clip_loss(logp, torch.zeros(2, 4), adv, mask, 0.2, max_tokens).sum().backward()
+        assert logp.grad[0, 0] == pytest.approx(first) and logp.grad[1, 0] == pytest.approx(second)
+        assert logp.grad[0, 1:].abs().sum() == 0  # padding gets nothing
 
 
 def test_sampled_kl_by_hand():

@@ -148,6 +148,23 @@ def test_demo_reward_scale_divides_by_the_training_targets_variance(tiny_config,
     assert torch.allclose(seen[2], t.demo_train.var(0, unbiased=False))
 
 
+def test_dr_grpo_loss_divides_by_the_generation_cap(tiny_config, tmp_path, monkeypatch):
+    """train.loss_type=dr_grpo hands the PPO loss generation.max_new_tokens; 'grpo' (the default) hands None
+    (ppo_clip_loss's own tests check what each does with it)."""
+    import rcfd.trainer as trainer_module
+    from rcfd.objectives import ppo_clip_loss
+
+    seen = []
+    monkeypatch.setattr(trainer_module, "ppo_clip_loss",
+                        lambda *a: seen.append(a[-1]) or ppo_clip_loss(*a))
+    for loss_type in ("grpo", "dr_grpo"):
+        t = trainer_module.Trainer(tiny_config("train.steps=1", f"train.loss_type={loss_type}"),
+                                   tmp_path / loss_type, progress=False)
+        t.train()
+    cap = t.config.generation.max_new_tokens
+    assert seen and set(seen[:len(seen) // 2]) == {None} and set(seen[len(seen) // 2:]) == {cap}
+
+
 def test_per_sample_flags_reach_the_objective_for_rcfd_only(tiny_config, tmp_path, monkeypatch):
     """objective.per_sample hands the objective one flag per calibrated column (twice with match_spread);
     reward maximization sees none."""

@@ -16,7 +16,7 @@ import yaml
 
 from .errors import RcfdError
 
-from .registry import ADVANTAGE_SCALES, ADVANTAGES, ALL as REGISTRIES, OBJECTIVES, REWARDS, TRACKERS
+from .registry import ADVANTAGE_SCALES, ADVANTAGES, ALL as REGISTRIES, LOSS_TYPES, OBJECTIVES, REWARDS, STOP_CREDITS, TRACKERS
 
 
 @dataclass
@@ -251,6 +251,22 @@ class TrainConfig:
     """Passes of PPO updates over each rollout batch."""
     clip_eps: float = 0.3
     """PPO clip ε (paper: 0.3)."""
+    loss_type: str = "grpo"
+    """How a completion's per-token PPO losses add up (TRL's GRPOConfig.loss_type names): 'grpo' averages
+    over the completion's tokens, so each token of a 1-token completion weighs 24 times one of a 24-token
+    completion; 'dr_grpo' sums them and divides by generation.max_new_tokens (Liu et al. 2025, "Understanding
+    R1-Zero-Like Training"), which is the policy gradient A·∇log π(y) of the sequence's reward, up to a
+    constant: no weight depends on the length, so length is learned only from the advantage."""
+    stop_credit: str = "sequence"
+    """How the decision to end a completion is credited. 'sequence' (the paper's): the stop token is one more
+    token under the completion's advantage, so where a completion ended is credited with everything else
+    that made it good or bad. 'branch' (an extension): at every position where the completion went on, the
+    prefix is scored as if it had stopped there (the rewards run on every prefix), and the probability of
+    stopping is moved by the difference between that objective and the completion's own; the other tokens
+    keep the completion's advantage, over the non-stop tokens only. 'branch-baseline': as 'branch', and
+    each other token's advantage is the completion's objective minus that of stopping just before the token
+    (a baseline that depends only on what came before it, so the credit is for what the token led to). A
+    per-sample objective ('rcfd', 'reward', 'weighted') with train.advantage 'whiten'."""
     max_grad_norm: float = 1.0
     """Gradient clipping norm (0 disables)."""
     max_step_kl: float = 0.0
@@ -512,6 +528,16 @@ def validate(c: Config) -> None:
              f"train.num_minibatches {t.num_minibatches}) so minibatches hold whole groups; change one of them")
     ADVANTAGES.check(t.advantage)
     ADVANTAGE_SCALES.check(t.advantage_scale)
+    LOSS_TYPES.check(t.loss_type)
+    STOP_CREDITS.check(t.stop_credit)
+    if t.stop_credit != "sequence":
+        _require(c.objective.name in ("rcfd", "reward", "weighted") and t.advantage == "whiten",
+                 f"train.stop_credit={t.stop_credit} scores prefixes with a per-sample objective and the whitened advantage; "
+                 f"set objective.name to rcfd, reward or weighted and train.advantage=whiten (got "
+                 f"{c.objective.name}, {t.advantage})")
+        _require(not c.objective.per_sample and not c.objective.match_spread,
+                 f"train.stop_credit={t.stop_credit} does not combine with objective.per_sample or objective.match_spread; "
+                 "leave them unset")
     _require(t.advantage == "rloo" or t.advantage_scale == "none",
              f"train.advantage_scale={t.advantage_scale} applies to train.advantage=rloo only; set train.advantage=rloo "
              f"or train.advantage_scale=none")

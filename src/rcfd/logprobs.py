@@ -74,6 +74,22 @@ def token_logprobs(model, rollout: Rollout, micro_batch_size: int | None = None)
     return per_micro_batch(rollout, micro_batch_size, lambda part: _token_logprobs(model, part))
 
 
+def token_and_stop_logprobs(model, rollout: Rollout, stop_ids, micro_batch_size: int | None = None):
+    """([B, C] log π(y_t), [B, C] log p_stop,t): each completion token's log-probability and that of ending
+    the completion at its position, the summed probability of the ``stop_ids`` (zeros on padding)."""
+    stop = torch.tensor(sorted(stop_ids))
+    parts = []
+    step = micro_batch_size or len(rollout)
+    for i in range(0, len(rollout), step):
+        r = rollout.select(slice(i, i + step))
+        logits = completion_logits(model, r).float()
+        total = torch.logsumexp(logits, dim=-1)
+        picked = torch.gather(logits, -1, r.completion_ids.unsqueeze(-1)).squeeze(-1)
+        log_stop = torch.logsumexp(logits[..., stop], dim=-1)
+        parts.append(((picked - total) * r.completion_mask, (log_stop - total) * r.completion_mask))
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
 def split_lm_head(model):
     """(decoder, lm_head) of a causal LM, through a PEFT wrapper, or None when its logits are more
     than a linear head of the last hidden state (soft-capping, logit scaling, an adapted head)."""

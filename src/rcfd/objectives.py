@@ -251,14 +251,82 @@ def with_second_moments(rewards: torch.Tensor) -> torch.Tensor:
 
 
 def ppo_clip_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
-                  eps: float) -> torch.Tensor:
+                  eps: float, max_tokens: int | None = None) -> torch.Tensor:
     """PPO-clip loss per sequence [B]: −mean_t min(ρ_t A, clip(ρ_t, 1−ε, 1+ε) A) over the completion's
-    tokens (``mask``), with ρ_t = exp(log π_θ(y_t) − log π_old(y_t)) and one advantage A per sequence."""
+    tokens (``mask``), with ρ_t = exp(log π_θ(y_t) − log π_old(y_t)) and one advantage A per sequence.
+
+    With ``max_tokens`` (train.loss_type 'dr_grpo') the sum over the tokens is divided by that constant
+    instead of by the completion's own length, so that no token's weight depends on its length."""
     ratio = torch.exp(logp - old_logp)
     adv = advantages[:, None]
     surrogate = torch.min(ratio * adv, torch.clamp(ratio, 1 - eps, 1 + eps) * adv)
     mask = mask.to(surrogate.dtype)
-    return -(surrogate * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+    length = mask.sum(-1).clamp(min=1) if max_tokens is None else max_tokens
+    return -(surrogate * mask).sum(-1) / length
+
+
+def objective_in_batch_units(name: str, rewards: torch.Tensor, demo_rewards: torch.Tensor | None,
+                             batch_rewards: torch.Tensor, batch_demo: torch.Tensor | None, alpha: float = 0.0,
+                             scale: torch.Tensor | None = None) -> torch.Tensor:
+    """The objective [N] of extra rows (counterfactual completions, train.stop_credit 'branch') on the scale
+    of a batch [B, K] whose objective was computed by :func:`objective_values`: the paper's whitened sum of
+    calibrated terms uses the batch's per-column mean and std, so an extra row does not move them. Only the
+    per-sample objectives ('reward', 'weighted', 'rcfd') have such a value."""
+    if name == "reward":
+        return rewards.sum(-1)
+    if name == "weighted":
+        return weighted(rewards, alpha)
+    if name != "rcfd":
+        raise ValueError(f"objective {name!r} has no per-sample value outside its batch")
+    terms = calibrated(rewards, demo_rewards)
+    if scale is not None:
+        return combine_columns(terms, scale)
+    if terms.shape[-1] == 1:
+        return terms[:, 0]
+    batch = calibrated(batch_rewards, batch_demo)
+    return ((terms - batch.mean(0)) / (batch.std(0, unbiased=False) + 1e-8)).sum(-1)
+
+
+def stop_branch_advantages(stop_value: torch.Tensor, final_value: torch.Tensor, old_stop_prob: torch.Tensor,
+                           unit: float) -> torch.Tensor:
+    """Advantage of stopping at a position where the completion went on (train.stop_credit 'branch'):
+    (O(stop here) − O(the sampled completion)) / unit / (1 − p_stop), elementwise over [N] positions.
+
+    At a position the policy reached, the expected objective is p·Q_stop + (1 − p)·Q_continue, whose gradient
+    is ∇p·(Q_stop − Q_continue). Q_stop is known exactly (the prefix scored as a finished completion) and the
+    sampled continuation is an unbiased sample of Q_continue; the division by 1 − p_old reweights the
+    positions where the policy did go on to all positions it reached. ``unit`` is the std that turned the
+    objective into the sequence's advantage, so both are on one scale."""
+    return (stop_value - final_value) / unit / (1 - old_stop_prob).clamp(min=1e-6)
+
+
+def stop_branch_loss(logp: torch.Tensor, old_logp: torch.Tensor, log_stop: torch.Tensor,
+                     old_log_stop: torch.Tensor, is_stop: torch.Tensor, advantages: torch.Tensor,
+                     branch: torch.Tensor, mask: torch.Tensor, eps: float,
+                     max_tokens: int | None = None) -> torch.Tensor:
+    """PPO-clip loss per sequence [B] with each token's choice split in two (train.stop_credit 'branch'):
+    whether to stop, and which token if not. log π(y_t) = log(1 − p_t) + log π_c(y_t), with p_t the
+    probability of the stop tokens and π_c the policy over the other tokens.
+
+    - The content choice at positions where the completion went on (``is_stop`` false) takes the
+      sequence's advantage A [B] (or a per-token one [B, C]), as :func:`ppo_clip_loss` does, on the ratio of π_c.
+    - The stop decision at those positions takes its own advantage ``branch`` [B, C] (from
+      :func:`stop_branch_advantages`) on the probability itself, −p_old·min(ρ B, clip(ρ) B) with
+      ρ = p_t/p_old, whose gradient at ρ = 1 is −B·∇p_t.
+    - The sampled stop token gets no term: its alternative, going on, has no sample to score.
+
+    Terms add up per sequence over its tokens and are divided as ``ppo_clip_loss`` divides them."""
+    mask = mask.to(logp.dtype)
+    go_on = mask * (~is_stop).to(logp.dtype)
+    content = logp - torch.log1p(-log_stop.exp().clamp(max=1 - 1e-6))
+    old_content = old_logp - torch.log1p(-old_log_stop.exp().clamp(max=1 - 1e-6))
+    ratio = torch.exp(content - old_content)
+    adv = advantages[:, None] if advantages.dim() == 1 else advantages
+    content_term = torch.min(ratio * adv, torch.clamp(ratio, 1 - eps, 1 + eps) * adv)
+    stop_ratio = torch.exp(log_stop - old_log_stop)
+    stop_term = old_log_stop.exp() * torch.min(stop_ratio * branch, torch.clamp(stop_ratio, 1 - eps, 1 + eps) * branch)
+    length = mask.sum(-1).clamp(min=1) if max_tokens is None else max_tokens
+    return -((content_term + stop_term) * go_on).sum(-1) / length
 
 
 def sampled_kl(logp: torch.Tensor, old_logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

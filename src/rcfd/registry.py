@@ -79,9 +79,23 @@ ADVANTAGE_SCALES = Registry("scale", "train.advantage_scale", {
     "first": "divide by the first step's std of the advantage, then frozen",
 })
 
+LOSS_TYPES = Registry("loss type", "train.loss_type", {
+    "grpo": "each completion's loss is the mean over its tokens (GRPO's; short completions weigh more per token)",
+    "dr_grpo": "each completion's loss is the sum over its tokens / generation.max_new_tokens (Dr. GRPO's; "
+               "the policy gradient of log π(y), with no weight that depends on the completion's length)",
+})
+
+STOP_CREDITS = Registry("credit", "train.stop_credit", {
+    "sequence": "the stop token is credited like any token, with the completion's advantage",
+    "branch": "each decision to go on is compared with stopping there, the prefix scored as a finished "
+              "completion (rewards computed on every prefix)",
+    "branch-baseline": "as 'branch', and each other token's advantage is the completion's objective minus "
+                       "that of stopping just before it (a baseline that depends only on the prefix)",
+})
+
 TRACKERS = Registry("tracker", "train.report_to", {
     "tensorboard": "TensorBoard event files under OUT/tensorboard (`pip install 'rcfd[tracking]'`)",
     "wandb": "Weights & Biases, project 'rcfd' (`pip install wandb`)",
 })
 
-ALL = (REWARDS, OBJECTIVES, ADVANTAGES, ADVANTAGE_SCALES, TRACKERS)
+ALL = (REWARDS, OBJECTIVES, ADVANTAGES, ADVANTAGE_SCALES, LOSS_TYPES, STOP_CREDITS, TRACKERS)

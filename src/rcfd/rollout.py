@@ -165,6 +165,30 @@ def completion_mask(completion_ids: torch.Tensor, eos_ids: set[int]) -> torch.Te
     return (before == 0).long()
 
 
+def stop_prefixes(rollout: Rollout, stop_ids, stop_token: int, pad_id: int, min_new_tokens: int = 0):
+    """Every position t at which a completion went on (its token there is not a stop token), as the
+    completion that would have stopped there: its first t tokens and ``stop_token``. Positions before
+    ``min_new_tokens``, where stopping is not allowed, are left out.
+
+    Returns (Rollout of N such completions with their rows' prompts, rows [N], positions [N])."""
+    rows, positions, completions = [], [], []
+    for i, tokens in enumerate(rollout.completion_tokens()):
+        ended = bool(tokens) and tokens[-1] in stop_ids
+        for t in range(min_new_tokens, len(tokens) - int(ended)):
+            rows.append(i)
+            positions.append(t)
+            completions.append(tokens[:t] + [stop_token])
+    width = max((len(c) for c in completions), default=1)
+    ids = torch.full((len(completions), width), pad_id, dtype=rollout.completion_ids.dtype)
+    mask = torch.zeros((len(completions), width), dtype=rollout.completion_mask.dtype)
+    for j, c in enumerate(completions):
+        ids[j, :len(c)] = torch.tensor(c, dtype=ids.dtype)
+        mask[j, :len(c)] = 1
+    index = torch.tensor(rows, dtype=torch.long)
+    prefixes = Rollout(rollout.prompt_ids[index], rollout.prompt_mask[index], ids, mask)
+    return prefixes, index, torch.tensor(positions, dtype=torch.long)
+
+
 def newline_token_ids(tokenizer) -> set[int]:
     """Every vocabulary entry whose text contains a line break (so '.\n' ends a line as '\n' does)."""
     cached = getattr(tokenizer, "_rcfd_newline_ids", None)

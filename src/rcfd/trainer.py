@@ -35,16 +35,17 @@ from .distributed import Processes
 from .errors import NonFiniteError, RcfdError
 from .evaluate import evaluate, evaluate_components
 from .files import append_jsonl, save_torch
-from .logprobs import reference_logprobs, token_logprobs
+from .logprobs import decode_completions, reference_logprobs, token_and_stop_logprobs, token_logprobs
 from .models import describe
-from .objectives import (ADVANTAGE_OBJECTIVES, advantages_from, beta_at, objective_values, pool_gaps, ppo_clip_loss,
-                         prompt_gaps, sampled_kl, with_second_moments)
+from .objectives import (ADVANTAGE_OBJECTIVES, advantages_from, beta_at, objective_in_batch_units, objective_values,
+                         pool_gaps, ppo_clip_loss, prompt_gaps, sampled_kl, stop_branch_advantages, stop_branch_loss,
+                         with_second_moments)
 from .rewards.base import check_finite
 from .rewards.demo_cache import demo_rewards
 from .rundir import DEMO_REWARDS, METRICS, SAMPLES, RunDir
 from .targets import spread_matched, target_variance
 from .weight_average import AVERAGE_FILE, WeightAverage
-from .rollout import generate, group_rows
+from .rollout import eos_token_ids, generate, group_rows, stop_prefixes
 
 
 def batch_indices(step: int, n: int, batch_size: int, seed: int) -> list[int]:
@@ -157,6 +158,10 @@ class Trainer:
         columns = reward_columns(c)  # objective.per_sample: the flagged columns, twice over with match_spread
         flags = torch.tensor([name in c.objective.per_sample for name in columns])
         self.per_sample = torch.cat([flags, flags]) if self.match_spread else flags
+        if c.train.stop_credit != "sequence":  # the tokens that end a completion, and the one a prefix ends with
+            self.stop_ids = eos_token_ids(self.policy, self.tokenizer, c.generation.stop_at_newline)
+            text = "\n" if c.generation.stop_at_newline else self.tokenizer.eos_token
+            self.stop_token = self.tokenizer.encode(text, add_special_tokens=False)[-1]
         self.model_id = c.model.name
         self.vllm = None
         if c.generation.backend == "vllm":
@@ -300,11 +305,15 @@ class Trainer:
                                      alpha=c.objective.alpha, k=k, gap_sum=gap_sum, num_prompts=num_prompts,
                                      scale=self.reward_scale, per_sample=per_sample)
         advantages = self.advantages(objective)
+        branch = None
+        if c.train.stop_credit != "sequence":
+            old_logp, branch = self.stop_branches(prompts, rollout, calibrated, targets, objective, advantages)
 
         # 5. PPO-clip update, accumulated over micro-batches of the rollout batch
         for group in self.optimizer.param_groups:
             group["lr"] = c.train.learning_rate * self.lr_at(self.step_idx)
-        stats = self.update(rollout, old_logp, advantages)
+        stats = self.update(rollout, old_logp, advantages, branch) if branch else \
+            self.update(rollout, old_logp, advantages)
         t_end = time.perf_counter()
 
         # Logged metrics describe the whole batch, across processes.
@@ -353,8 +362,42 @@ class Trainer:
             std_fn=lambda a: self.batch_moments(a)[1])
         return advantages
 
-    def update(self, rollout, old_logp, advantages) -> dict:
-        """PPO-clip: ``ppo_epochs`` passes, each split into ``num_minibatches`` optimizer steps."""
+    def stop_branches(self, prompts, rollout, rewards, targets, objective, advantages):
+        """train.stop_credit 'branch': every prefix at which a completion went on, scored as if it had stopped
+        there. Returns (old_logp [B, C], (old log p_stop [B, C], stop advantages [B, C], stop positions [B, C],
+        content advantages [B] or, with 'branch-baseline', [B, C])), the old log-probs from one forward pass of
+        the sampling policy, which is the policy before this step's update."""
+        c = self.config
+        self.policy.eval()
+        with torch.no_grad():
+            old_logp, old_log_stop = token_and_stop_logprobs(self.policy, rollout, self.stop_ids,
+                                                             c.train.micro_batch_size)
+        prefixes, rows, positions = stop_prefixes(rollout, self.stop_ids, self.stop_token, self.tokenizer.pad_token_id,
+                                                  c.generation.min_new_tokens)
+        branch = torch.zeros_like(old_logp)
+        content = advantages
+        if c.train.stop_credit == "branch-baseline":  # where no prefix was scored, the sequence's advantage
+            content = content[:, None].expand_as(old_logp).clone()
+        if len(rows):
+            texts = decode_completions(self.tokenizer, prefixes)
+            prefix_rewards = self.rewards([prompts[i] for i in rows.tolist()], texts, rollout=prefixes)
+            width = rewards.shape[1]
+            stop_value = objective_in_batch_units(
+                c.objective.name, prefix_rewards[:, :width], targets[rows] if targets is not None else None,
+                rewards, targets, alpha=c.objective.alpha, scale=self.reward_scale)
+            unit = self.batch_moments(objective)[1] + 1e-8
+            branch[rows, positions] = stop_branch_advantages(
+                stop_value, objective[rows], old_log_stop[rows, positions].exp(), unit)
+            if c.train.stop_credit == "branch-baseline":
+                content[rows, positions] = (objective[rows] - stop_value) / unit
+        is_stop = torch.zeros_like(rollout.completion_ids, dtype=torch.bool)
+        for i in self.stop_ids:
+            is_stop |= rollout.completion_ids == i
+        return old_logp, (old_log_stop, branch, is_stop & rollout.completion_mask.bool(), content)
+
+    def update(self, rollout, old_logp, advantages, branch=None) -> dict:
+        """PPO-clip: ``ppo_epochs`` passes, each split into ``num_minibatches`` optimizer steps. ``branch``
+        (train.stop_credit=branch): the stop decision's own old log-probs, advantages and stop positions."""
         c = self.config.train
         self.policy.train()
         n = len(rollout)
@@ -365,6 +408,7 @@ class Trainer:
         # whatever the ratio: no gradient, so their forward and backward are skipped. (Other estimators keep
         # every row, so their micro-batches, and numbers, stay as they were.)
         active = advantages != 0 if c.advantage == "best-of-k" else torch.ones_like(advantages, dtype=torch.bool)
+        max_tokens = self.config.generation.max_new_tokens if c.loss_type == "dr_grpo" else None
         losses, clipped, grad_norms = [], [], []
         for _ in range(c.ppo_epochs):
             for start in range(0, n, size):
@@ -376,8 +420,14 @@ class Trainer:
                     sel = rows[i:i + c.micro_batch_size]
                     mb = rollout.select(sel)
                     mask = mb.completion_mask.float()
-                    logp = token_logprobs(self.policy, mb)
-                    per_seq = ppo_clip_loss(logp, old_logp[sel], advantages[sel], mask, c.clip_eps)
+                    if branch is None:
+                        logp = token_logprobs(self.policy, mb)
+                        per_seq = ppo_clip_loss(logp, old_logp[sel], advantages[sel], mask, c.clip_eps, max_tokens)
+                    else:
+                        old_log_stop, stop_advantages, is_stop, content = (b[sel] for b in branch)
+                        logp, log_stop = token_and_stop_logprobs(self.policy, mb, self.stop_ids)
+                        per_seq = stop_branch_loss(logp, old_logp[sel], log_stop, old_log_stop, is_stop,
+                                                   content, stop_advantages, mask, c.clip_eps, max_tokens)
                     loss = per_seq.sum() / size  # micro-batches add up to the minibatch mean
                     if self.procs.any(not torch.isfinite(loss)):
                         self.save()
