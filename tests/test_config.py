@@ -40,6 +40,8 @@ def test_overrides_are_typed():
         ({}, ["train.advantage=rloo"], "set train.num_generations >= 2"),
         ({}, ["train.advantage_scale=first"], "applies to train.advantage=rloo only"),
         ({}, ["train.advantage_scale=huge"], "unknown scale 'huge' in train.advantage_scale"),
+        ({}, ["objective.target_feedback=-1"], "objective.target_feedback must be >= 0"),
+        ({}, ["objective.target_feedback=0.5", "objective.name=reward"], "set objective.name=rcfd"),
         ({}, ["train.loss_type=dapo"], "unknown loss type 'dapo' in train.loss_type; choose one of grpo, dr_grpo"),
         ({}, ["objective.name=rcfd-mean"], "objective.name=rcfd-mean needs train.num_generations >= 2"),
         ({}, ["objective.name=rcfd-mean", "train.num_generations=2", "train.advantage=group"],

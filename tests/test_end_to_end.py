@@ -165,6 +165,35 @@ def test_dr_grpo_loss_divides_by_the_generation_cap(tiny_config, tmp_path, monke
     assert seen and set(seen[:len(seen) // 2]) == {None} and set(seen[len(seen) // 2:]) == {cap}
 
 
+def test_target_feedback_shifts_each_target_by_the_last_batches_gaps(tiny_config, tmp_path):
+    """objective.target_feedback=g: step 1 uses the demonstrations' rewards as they are; each later step's shift
+    is the previous one minus g × (that step's batch mean reward − its demonstrations' mean), per reward; a
+    resumed run carries the shift on."""
+    import json
+
+    from rcfd.trainer import Trainer
+
+    config = tiny_config("train.steps=3", "train.save_every=1", "objective.target_feedback=0.5",
+                         "reward.calibrate_also=[length]")
+    Trainer(config, tmp_path / "run", progress=False).train()
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    shift = {"loglik": 0.0, "length": 0.0}
+    for record in records:
+        for name in shift:
+            assert record[f"objective/{name}/target_shift"] == pytest.approx(shift[name], abs=1e-5)
+        for name in shift:
+            mean, demo = record[f"rewards/{name}/mean"], record[f"rewards/{name}/demo_mean"]
+            shift[name] -= 0.5 * (mean - demo)
+    assert records[-1]["objective/loglik/target_shift"] != 0
+    # resumed from the checkpoint of step 2 (the later one removed), step 3 is the same
+    import shutil
+
+    shutil.copytree(tmp_path / "run", tmp_path / "part")
+    shutil.rmtree(tmp_path / "part" / "checkpoints" / "step-000003")
+    Trainer(config, tmp_path / "part", resume=True, progress=False).train()
+    assert (tmp_path / "part" / "metrics.jsonl").read_text() == (tmp_path / "run" / "metrics.jsonl").read_text()
+
+
 def test_per_sample_flags_reach_the_objective_for_rcfd_only(tiny_config, tmp_path, monkeypatch):
     """objective.per_sample hands the objective one flag per calibrated column (twice with match_spread);
     reward maximization sees none."""

@@ -143,6 +143,13 @@ class ObjectiveConfig:
     mean gap ḡ also pools the gaps of past steps' prompts, step j back weighted
     (1 − 1/gap_memory)^j (an extension: the batch's own 8-ish prompts make ḡ too noisy to hold the
     policy on target). 0 uses this step's batch alone."""
+    target_feedback: float = 0.0
+    """Objective 'rcfd' (an extension; 0: off, the paper's): integral feedback on the targets. After each
+    step every reward's target R_d is shifted by −target_feedback × (the batch's mean reward − its
+    demonstrations' mean reward), the shifts adding up over steps, so where the per-sample objective settles
+    off the demonstrations' mean (its expectation −(μ − R_d)² − σ² also pays for a narrower reward spread)
+    the targets move until the policy's mean reward sits on theirs, as the adaptive-KL controller moves β
+    until the KL sits on its target. Logged as objective/<reward>/target_shift."""
     demo_mean: str = "all"
     """Objective 'rcfd-batch': the demonstrations' mean reward that the policy's is compared with. 'all':
     the mean over every training prompt's target, computed once; 'batch': the mean over the step's own
@@ -487,6 +494,11 @@ def validate(c: Config) -> None:
     _require(c.objective.name != "weighted" or len(c.reward.names) >= 2,
              "objective.name=weighted needs at least two rewards in reward.names, e.g. [loglik, length]")
     _require(c.objective.beta >= 0, f"objective.beta must be >= 0, got {c.objective.beta}")
+    _require(c.objective.target_feedback >= 0,
+             f"objective.target_feedback must be >= 0 (0: off), got {c.objective.target_feedback}")
+    _require(c.objective.target_feedback == 0 or (c.objective.name == "rcfd" and not c.objective.per_sample),
+             "objective.target_feedback shifts the targets of objective.name=rcfd (the per-sample objective); "
+             "set objective.name=rcfd or objective.target_feedback=0")
     _require(c.objective.gap_memory == 0 or c.objective.gap_memory >= 1,
              f"objective.gap_memory must be 0 (off) or at least 1 step, got {c.objective.gap_memory}")
     _require(c.objective.reward_scale in ("batch", "demo"),

@@ -178,6 +178,7 @@ class Trainer:
         self.skipped = 0
         self.first_advantage_std = None  # train.advantage_scale=first: frozen after step 1
         self.past_gaps = None  # objective.gap_memory: decayed [sum of past prompts' gaps (K)..., their count]
+        self.target_shift = None  # objective.target_feedback: [K] added to every target, summed over steps
         self.demo_eval = None  # demonstration rewards of the eval_every subset, computed on first use
         self.average = WeightAverage(c.train.steps, c.train.average_weights)  # train.average_weights
         self.metrics_path = self.run.metrics_path
@@ -206,6 +207,8 @@ class Trainer:
         self.first_advantage_std = state.get("first_advantage_std")
         past = state.get("past_gaps")
         self.past_gaps = torch.tensor(past, dtype=torch.float64) if past is not None else None
+        shift = state.get("target_shift")
+        self.target_shift = torch.tensor(shift, dtype=torch.float32) if shift is not None else None
         self.average.load(path / AVERAGE_FILE, state.get("averaged_steps", 0))
         if self.procs.world > 1:  # the checkpoint holds the main process's RNG state
             torch.manual_seed(self.config.train.seed + 1_000_003 * self.procs.rank + self.step_idx)
@@ -227,6 +230,7 @@ class Trainer:
             return None
         state = {"step": self.step_idx, "skipped": self.skipped, "first_advantage_std": self.first_advantage_std,
                  "past_gaps": self.past_gaps.tolist() if self.past_gaps is not None else None,
+                 "target_shift": self.target_shift.tolist() if self.target_shift is not None else None,
                  "averaged_steps": self.average.count,
                  "beta": self.beta(self.step_idx), "config": self.config.to_dict()}
         extra = [self.metrics_path, self.samples_path]
@@ -294,6 +298,15 @@ class Trainer:
             per_sample = None
         gap_sum = num_prompts = None
         targets = demo  # what the objective calibrates to; `demo` stays the batch's own, for the logs
+        feedback = c.objective.target_feedback if c.objective.name in DEMO_OBJECTIVES else 0.0
+        if feedback:
+            if self.target_shift is None:
+                self.target_shift = torch.zeros(calibrated.shape[1])
+            targets = demo + self.target_shift
+            # the batch's mean gap to its demonstrations, over every process, moves the targets for the next step
+            totals = self.procs.sum(torch.cat([(calibrated - demo).sum(0), torch.tensor([float(len(demo))])]).double())
+            shift_used = self.target_shift.clone()
+            self.target_shift = self.target_shift - feedback * (totals[:-1] / totals[-1]).float()
         if c.objective.name == "rcfd-batch":  # the mean gap is the whole batch's, over every process
             if c.objective.demo_mean == "all":  # every prompt is compared with all demonstrations' mean
                 targets = self.demo_train.nanmean(0).expand_as(demo)
@@ -336,6 +349,9 @@ class Trainer:
         }
         timing = {"step": self.step_idx + 1, "generation_s": t_gen - t0, "step_s": t_end - t0}
         all_demo = P.gather(demo) if demo is not None else None
+        if feedback:  # the shift this step's objective used
+            for k, name in enumerate(reward_columns(c)):
+                record[f"objective/{name}/target_shift"] = float(shift_used[k])
         for k, name in enumerate(self.rewards.names):
             record[f"rewards/{name}/mean"] = float(all_rewards[:, k].mean())
             if all_demo is not None:
