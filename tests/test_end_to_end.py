@@ -254,9 +254,9 @@ def test_best_of_k_updates_on_each_prompts_best_completion_only(tiny_config, tmp
     picked = []
     real_update = trainer.update
 
-    def update(rollout, old_logp, advantages):  # note which completions got a nonzero advantage
+    def update(rollout, old_logp, advantages, branch=None):  # note which completions got a nonzero advantage
         picked.append(rollout.select(advantages.nonzero().flatten()).completion_ids)
-        return real_update(rollout, old_logp, advantages)
+        return real_update(rollout, old_logp, advantages, branch)
 
     monkeypatch.setattr(trainer, "update", update)
     monkeypatch.setattr(trainer_module, "token_logprobs", recording)

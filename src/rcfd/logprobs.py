@@ -78,16 +78,16 @@ def token_and_stop_logprobs(model, rollout: Rollout, stop_ids, micro_batch_size:
     """([B, C] log π(y_t), [B, C] log p_stop,t): each completion token's log-probability and that of ending
     the completion at its position, the summed probability of the ``stop_ids`` (zeros on padding)."""
     stop = torch.tensor(sorted(stop_ids))
-    parts = []
-    step = micro_batch_size or len(rollout)
-    for i in range(0, len(rollout), step):
-        r = rollout.select(slice(i, i + step))
+
+    def both(r: Rollout) -> torch.Tensor:  # [b, C, 2], so per_micro_batch can join the parts
         logits = completion_logits(model, r).float()
         total = torch.logsumexp(logits, dim=-1)
         picked = torch.gather(logits, -1, r.completion_ids.unsqueeze(-1)).squeeze(-1)
         log_stop = torch.logsumexp(logits[..., stop], dim=-1)
-        parts.append(((picked - total) * r.completion_mask, (log_stop - total) * r.completion_mask))
-    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        return torch.stack([picked - total, log_stop - total], -1) * r.completion_mask.unsqueeze(-1)
+
+    joined = per_micro_batch(rollout, micro_batch_size, both)
+    return joined[..., 0], joined[..., 1]
 
 
 def split_lm_head(model):

@@ -298,14 +298,14 @@ class Trainer:
             per_sample = None
         gap_sum = num_prompts = None
         targets = demo  # what the objective calibrates to; `demo` stays the batch's own, for the logs
-        feedback = c.objective.target_feedback if c.objective.name in DEMO_OBJECTIVES else 0.0
+        feedback = c.objective.target_feedback  # validated: objective 'rcfd' only
         if feedback:
             if self.target_shift is None:
                 self.target_shift = torch.zeros(calibrated.shape[1])
             targets = demo + self.target_shift
             # the batch's mean gap to its demonstrations, over every process, moves the targets for the next step
             totals = self.procs.sum(torch.cat([(calibrated - demo).sum(0), torch.tensor([float(len(demo))])]).double())
-            shift_used = self.target_shift.clone()
+            shift_used = self.target_shift  # replaced below, not changed in place
             self.target_shift = self.target_shift - feedback * (totals[:-1] / totals[-1]).float()
         if c.objective.name == "rcfd-batch":  # the mean gap is the whole batch's, over every process
             if c.objective.demo_mean == "all":  # every prompt is compared with all demonstrations' mean
@@ -325,8 +325,7 @@ class Trainer:
         # 5. PPO-clip update, accumulated over micro-batches of the rollout batch
         for group in self.optimizer.param_groups:
             group["lr"] = c.train.learning_rate * self.lr_at(self.step_idx)
-        stats = self.update(rollout, old_logp, advantages, branch) if branch else \
-            self.update(rollout, old_logp, advantages)
+        stats = self.update(rollout, old_logp, advantages, branch)
         t_end = time.perf_counter()
 
         # Logged metrics describe the whole batch, across processes.
@@ -406,9 +405,7 @@ class Trainer:
                 stop_value, objective[rows], old_log_stop[rows, positions].exp(), unit)
             if c.train.stop_credit == "branch-baseline":
                 content[rows, positions] = (objective[rows] - stop_value) / unit
-        is_stop = torch.zeros_like(rollout.completion_ids, dtype=torch.bool)
-        for i in self.stop_ids:
-            is_stop |= rollout.completion_ids == i
+        is_stop = torch.isin(rollout.completion_ids, torch.tensor(sorted(self.stop_ids)))
         return old_logp, (old_log_stop, branch, is_stop & rollout.completion_mask.bool(), content)
 
     def update(self, rollout, old_logp, advantages, branch=None) -> dict:
