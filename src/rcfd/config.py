@@ -69,6 +69,10 @@ class DataConfig:
     """Maximum number of training pairs."""
     num_eval: int = 128
     """Number of held-out pairs for evaluation."""
+    num_val: int = 0
+    """Validation pairs, outside both the training and the evaluation split (the next ones after the
+    training split): with them, train.eval_every evaluates these instead of the evaluation's prompts, and
+    train.load_best_model_at_end chooses among steps by them (0: none)."""
     preference_source: typing.Optional[str] = None
     """DPO baseline only: preference pairs (a file, dataset directory or hub id with prompt, chosen and
     rejected text columns, e.g. trl-lib/tldr-preference)."""
@@ -298,7 +302,16 @@ class TrainConfig:
     """Every N steps (and after the last), evaluate eval_prompts held-out prompts and log eval/… metrics
     (reward vs demonstrations in demo std, alignment, distinct-2) to metrics.jsonl (0: never)."""
     eval_prompts: int = 32
-    """Held-out prompts (the first of the eval split) that eval_every evaluates, one completion each."""
+    """Held-out prompts (the first of the eval split) that eval_every evaluates, one completion each; with
+    data.num_val, the validation split is evaluated instead."""
+    load_best_model_at_end: bool = False
+    """Keep, as the final policy, the weights of the step (0: the base model, then each eval_every step)
+    whose rewards on the validation prompts are closest to the demonstrations': the smallest
+    eval/calibration_distance, the root mean square over rewards of (policy's mean − demonstrations'
+    mean) / demonstrations' std (transformers' load_best_model_at_end, with this metric). An extension
+    (the paper keeps the last step): the paper's per-sample objective can pass through the
+    demonstrations' point and settle past it. Needs data.num_val and train.eval_every; the validation
+    evaluation then skips the KL and naturalness (two reference passes) and logs the rewards only."""
     skip_nonfinite: bool = False
     """Drop samples with a non-finite reward (counted in metrics) instead of stopping the run."""
     report_to: list = field(default_factory=list)
@@ -562,6 +575,13 @@ def validate(c: Config) -> None:
         _require(t.advantage == "rloo", f"objective.name={name} is a leave-one-out estimate; set train.advantage=rloo")
     _require(0 <= t.average_weights <= 1, f"train.average_weights must be in [0, 1], got {t.average_weights}")
     _require(t.eval_every >= 0, f"train.eval_every must be >= 0, got {t.eval_every}")
+    _require(c.data.num_val >= 0, f"data.num_val must be >= 0, got {c.data.num_val}")
+    if t.load_best_model_at_end:
+        _require(t.eval_every > 0 and c.data.num_val > 0,
+                 "train.load_best_model_at_end chooses among steps on validation prompts; set train.eval_every "
+                 f"(got {t.eval_every}) and data.num_val (got {c.data.num_val}) above 0")
+        _require(t.average_weights == 0, "train.load_best_model_at_end keeps one step's weights and "
+                                         "train.average_weights their mean; set one of them")
     _require(c.train.learning_rate > 0, f"train.learning_rate must be > 0, got {c.train.learning_rate}")
     _require(0 <= c.train.warmup_steps < c.train.steps,
              f"train.warmup_steps must be >= 0 and below train.steps ({c.train.steps}), got {c.train.warmup_steps}")

@@ -296,14 +296,31 @@ def build_datasets(cfg, tokenizer):
     return _as_dataset(train_rows), _as_dataset(eval_rows)
 
 
-def unseen_dataset(cfg, tokenizer, n: int):
-    """``n`` pairs that neither split of :func:`build_datasets` uses (the next ones in the split order):
-    a second, larger held-out sample, to tell a policy's effect from the noise of a small eval set."""
+def _outside_splits(cfg, tokenizer) -> tuple[list[dict], list[int]]:
+    """All pairs and, in split order, those with a demonstration that neither split of :func:`build_datasets` uses."""
     rows, order, n_eval = _ordered_pairs(cfg, tokenizer)
-    rest = [i for i in order[n_eval + cfg.num_train:] if _has_demo(rows[i])]
+    return rows, [i for i in order[n_eval + cfg.num_train:] if _has_demo(rows[i])]
+
+
+def validation_dataset(cfg, tokenizer):
+    """The ``data.num_val`` pairs that follow the training split: held out from training and from the
+    evaluation, so that choosing among a run's steps (``train.load_best_model_at_end``) never looks at
+    the prompts the run is judged on."""
+    rows, rest = _outside_splits(cfg, tokenizer)
+    if cfg.num_val > len(rest):
+        raise RcfdError(f"data.num_val={cfg.num_val}, but data.source '{cfg.source}' has {len(rest)} pairs outside the "
+                        f"training and held-out splits; lower data.num_val (or data.num_train)")
+    return _as_dataset([rows[i] for i in rest[:cfg.num_val]])
+
+
+def unseen_dataset(cfg, tokenizer, n: int):
+    """``n`` pairs that no split uses (the next ones in the split order, after ``data.num_val``'s): a
+    second, larger held-out sample, to tell a policy's effect from the noise of a small eval set."""
+    rows, rest = _outside_splits(cfg, tokenizer)
+    rest = rest[cfg.num_val:]
     if n < 1 or n > len(rest):
         raise RcfdError(f"{n} unseen pairs asked for, but data.source '{cfg.source}' has {len(rest)} pairs outside "
-                        f"the training and held-out splits; ask for between 1 and {len(rest)}")
+                        f"the training, held-out and validation splits; ask for between 1 and {len(rest)}")
     return _as_dataset([rows[i] for i in rest[:n]])
 
 

@@ -115,9 +115,10 @@ def demo_reference(tokenizer, eval_ds, max_tokens: int) -> tuple[Rollout, list[l
 @torch.no_grad()
 def evaluate(policy, reference, tokenizer, eval_ds, rewards, demo_values, cfg, *, base: bool = False,
              seed: int = 0, desc: str = "eval", progress: bool = True, samples_per_prompt: int | None = None,
-             curves: bool = True, every_demo: tuple | None = None) -> dict:
+             curves: bool = True, every_demo: tuple | None = None, reference_metrics: bool = True) -> dict:
     """Metrics of the policy (``base=True``: of the reference model) on held-out prompts; ``curves=False``
-    skips the long-generation log-likelihood curves (the quick evaluation during training).
+    skips the long-generation log-likelihood curves (the quick evaluation during training), and
+    ``reference_metrics=False`` the KL and naturalness, which take two passes of the reference model.
     ``every_demo``, (rewards of every demonstration, count per prompt) when prompts have several, adds
     :func:`several_demos_fields`."""
     gen, ev = cfg.generation, cfg.eval
@@ -132,12 +133,14 @@ def evaluate(policy, reference, tokenizer, eval_ds, rewards, demo_values, cfg, *
         for i in tqdm(range(0, len(prompts), ev.batch_size), desc=f"{desc}: sample", leave=False,
                        disable=not progress):
             batch = prompts[i:i + ev.batch_size]
-            rollout, texts, logp = generate(model, tokenizer, batch, gen, want_logprobs=True)
-            # Scored in training-sized micro-batches: a 128-row forward holds 0.6 GB of logits at once.
-            ref = reference_logprobs(policy, reference, rollout, cfg.train.micro_batch_size)
+            rollout, texts, logp = generate(model, tokenizer, batch, gen, want_logprobs=reference_metrics)
+            ref = None
+            if reference_metrics:
+                # Scored in training-sized micro-batches: a 128-row forward holds 0.6 GB of logits at once.
+                ref = reference_logprobs(policy, reference, rollout, cfg.train.micro_batch_size)
+                kl_rows.append((logp - ref).sum(-1))
+                natural += naturalness(ref, rollout.completion_mask)
             values.append(rewards(batch, texts, rollout=rollout, ref_logprobs=ref))
-            kl_rows.append((logp - ref).sum(-1))
-            natural += naturalness(ref, rollout.completion_mask)
             lengths.append(rollout.lengths().float())
             texts_all += texts
             token_rows += rollout.completion_tokens()
@@ -145,20 +148,22 @@ def evaluate(policy, reference, tokenizer, eval_ds, rewards, demo_values, cfg, *
             long_prompts = unique_prompts[: ev.long_prompts]
             long_rollout, _, _ = generate(model, tokenizer, long_prompts, gen, max_new_tokens=ev.long_tokens)
         demo_rollout, demo_rows = demo_reference(tokenizer, eval_ds, gen.max_new_tokens)
-        demo_natural = naturalness(reference_logprobs(policy, reference, demo_rollout, cfg.train.micro_batch_size),
-                                   demo_rollout.completion_mask)
+        if reference_metrics:
+            demo_natural = naturalness(reference_logprobs(policy, reference, demo_rollout,
+                                                          cfg.train.micro_batch_size), demo_rollout.completion_mask)
     values = torch.cat(values, 0)
     out = reward_fields(rewards.names, values, demo_values, ev.bins, ev.smoothing, per_prompt)
     if every_demo is not None:
         out.update(several_demos_fields(rewards.names, values, per_prompt, *every_demo, ev.bins, ev.smoothing))
-    demo_nat_mean, demo_nat_std = M.mean_std(demo_natural)
+    if reference_metrics:
+        demo_nat_mean, demo_nat_std = M.mean_std(demo_natural)
+        out.update(naturalness=M.mean_std(natural)[0], demo_naturalness=demo_nat_mean,
+                   demo_naturalness_std=demo_nat_std, kl_to_ref=float(torch.cat(kl_rows).mean()) if not base else 0.0)
     out.update(
         samples_per_prompt=per_prompt, num_prompts=len(unique_prompts),
         mean_length=float(torch.cat(lengths).mean()),
         demo_mean_length=float(demo_rollout.lengths().float().mean()),
         **diversity_fields(token_rows, demo_rows, per_prompt),
-        naturalness=M.mean_std(natural)[0], demo_naturalness=demo_nat_mean, demo_naturalness_std=demo_nat_std,
-        kl_to_ref=float(torch.cat(kl_rows).mean()) if not base else 0.0,
         reward_samples=values.tolist(),
         demo_reward_samples=demo_values.tolist(),
         samples=sample_table(prompts[::per_prompt], texts_all[::per_prompt], values[::per_prompt, 0].tolist(), n=5),

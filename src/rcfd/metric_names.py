@@ -38,6 +38,7 @@ EVAL_ALIGNMENT = "eval/alignment"
 EVAL_DISTINCT_2_REL = "eval/distinct_2_rel"
 EVAL_NATURALNESS = "eval/naturalness"
 EVAL_KL = "eval/kl_to_ref"
+EVAL_CALIBRATION_DISTANCE = "eval/calibration_distance"  # RMS over rewards of the demo-std gaps
 
 # metrics.jsonl names before the namespaces -> now
 LEGACY = {"reward": REWARD, "reward_std": REWARD_STD, "objective": OBJECTIVE, "kl": KL, "beta": BETA,

@@ -31,6 +31,7 @@ from . import metric_names as N
 from . import metrics as M
 from .config import Config, reward_columns
 from .components import DEMO_OBJECTIVES, Components, build_components
+from .data import validation_dataset
 from .distributed import Processes
 from .errors import NonFiniteError, RcfdError
 from .evaluate import evaluate, evaluate_components
@@ -44,7 +45,7 @@ from .rewards.base import check_finite
 from .rewards.demo_cache import demo_rewards
 from .rundir import DEMO_REWARDS, METRICS, SAMPLES, RunDir
 from .targets import spread_matched, target_variance
-from .weight_average import AVERAGE_FILE, WeightAverage
+from .weight_average import AVERAGE_FILE, BEST_FILE, BestWeights, WeightAverage
 from .rollout import eos_token_ids, generate, group_rows, stop_prefixes
 
 
@@ -181,6 +182,8 @@ class Trainer:
         self.target_shift = None  # objective.target_feedback: [K] added to every target, summed over steps
         self.demo_eval = None  # demonstration rewards of the eval_every subset, computed on first use
         self.average = WeightAverage(c.train.steps, c.train.average_weights)  # train.average_weights
+        self.best = BestWeights() if c.train.load_best_model_at_end else None
+        self.calibration_ds = None  # what eval_every evaluates: the validation split, else the eval split's first
         self.metrics_path = self.run.metrics_path
         self.samples_path = self.run.samples_path
         if resume:
@@ -210,6 +213,8 @@ class Trainer:
         shift = state.get("target_shift")
         self.target_shift = torch.tensor(shift, dtype=torch.float32) if shift is not None else None
         self.average.load(path / AVERAGE_FILE, state.get("averaged_steps", 0))
+        if self.best is not None:
+            self.best.load(path / BEST_FILE, state)
         if self.procs.world > 1:  # the checkpoint holds the main process's RNG state
             torch.manual_seed(self.config.train.seed + 1_000_003 * self.procs.rank + self.step_idx)
         if not self.procs.is_main:
@@ -231,7 +236,7 @@ class Trainer:
         state = {"step": self.step_idx, "skipped": self.skipped, "first_advantage_std": self.first_advantage_std,
                  "past_gaps": self.past_gaps.tolist() if self.past_gaps is not None else None,
                  "target_shift": self.target_shift.tolist() if self.target_shift is not None else None,
-                 "averaged_steps": self.average.count,
+                 "averaged_steps": self.average.count, **(self.best.state() if self.best else {}),
                  "beta": self.beta(self.step_idx), "config": self.config.to_dict()}
         extra = [self.metrics_path, self.samples_path]
         if self.demo_train is not None:
@@ -241,6 +246,8 @@ class Trainer:
             extra.append(demo_path)
         if self.average.count:
             extra.append(self.average.save(self.out / AVERAGE_FILE))
+        if self.best is not None and self.best.step is not None:
+            extra.append(self.best.save(self.out / BEST_FILE))
         return ckpt.save_checkpoint(self.run.checkpoints, self.step_idx, self.policy, self.optimizer, state,
                                     extra_files=extra,
                                     keep=self.config.train.keep_checkpoints)
@@ -500,6 +507,8 @@ class Trainer:
                    disable=not self.progress, dynamic_ncols=True)
         with StopAtStepBoundary() as stop:
             try:
+                if self.best is not None and self.best.step is None:  # the base model is a candidate too
+                    self.offer_best(self.calibration_metrics() if self.procs.is_main else {})
                 while self.step_idx < end and not stop.requested:
                     record, prompts, texts, rewards = self.step()
                     self.average.update(self.step_idx, self.policy)
@@ -510,6 +519,10 @@ class Trainer:
                         if self.procs.is_main:
                             record.update(self.calibration_metrics())
                         self.procs.wait()
+                        if self.best is not None:
+                            self.offer_best(record)
+                            if self.step_idx == c.train.steps:
+                                self.best.apply(self.policy)  # the final policy is the best-calibrated step's
                     if self.procs.is_main:
                         self._log(record, prompts, texts, rewards)
                         bar.set_postfix(reward=f"{record[N.REWARD]:.3f}", kl=f"{record[N.KL]:.2f}",
@@ -537,26 +550,45 @@ class Trainer:
                 append_jsonl(self.samples_path, {"step": self.step_idx, "prompt": p, "completion": t, "reward": r})
 
     def calibration_metrics(self) -> dict:
-        """``eval/…`` metrics of the current policy on the first ``train.eval_prompts`` held-out prompts
-        (one completion each, a fixed seed): where its reward distribution stands against the
-        demonstrations'. Sampled under a forked RNG, so training draws the same numbers with or without it."""
+        """``eval/…`` metrics of the current policy on the validation split (``data.num_val``) or else the
+        first ``train.eval_prompts`` held-out prompts (one completion each, a fixed seed): where its reward
+        distribution stands against the demonstrations'. Sampled under a forked RNG, so training draws the
+        same numbers with or without it."""
         c = self.config
-        subset = self.eval_ds.select(range(min(c.train.eval_prompts, len(self.eval_ds))))
-        if self.demo_eval is None:
-            self.demo_eval = demo_rewards(self.rewards, subset, self.tokenizer, c.generation.max_new_tokens,
-                                          desc="demonstration rewards (eval_every)", progress=False)
+        if self.calibration_ds is None:
+            if c.data.num_val:
+                self.calibration_ds = validation_dataset(c.data, self.tokenizer)
+            else:
+                self.calibration_ds = self.eval_ds.select(range(min(c.train.eval_prompts, len(self.eval_ds))))
+            self.demo_eval = demo_rewards(self.rewards, self.calibration_ds, self.tokenizer,
+                                          c.generation.max_new_tokens, desc="demonstration rewards (eval_every)",
+                                          progress=False)
         with torch.random.fork_rng():
-            m = evaluate(self.policy, self.reference, self.tokenizer, subset, self.rewards, self.demo_eval, c,
-                         seed=c.train.seed, progress=False, samples_per_prompt=1, curves=False)
-        out = {N.EVAL_REWARD_Z: M.demo_z(m["reward_mean"], m["demo_reward_mean"], m["demo_reward_std"]),
-               N.EVAL_ALIGNMENT: m["alignment"],
+            m = evaluate(self.policy, self.reference, self.tokenizer, self.calibration_ds, self.rewards,
+                         self.demo_eval, c, seed=c.train.seed, progress=False, samples_per_prompt=1, curves=False,
+                         reference_metrics=not c.train.load_best_model_at_end)
+        gaps = {name: M.demo_z(m[f"rewards/{name}/mean"], m[f"rewards/{name}/demo_mean"], m[f"rewards/{name}/demo_std"])
+                for name in self.rewards.names}
+        out = {N.EVAL_REWARD_Z: gaps[self.rewards.names[0]], N.EVAL_ALIGNMENT: m["alignment"],
                N.EVAL_DISTINCT_2_REL: M.relative(m["distinct_2"], m["demo_distinct_2"]),
-               N.EVAL_NATURALNESS: m["naturalness"], N.EVAL_KL: m["kl_to_ref"]}
-        if len(self.rewards.names) > 1:  # each reward's own curve (eval/reward_z is the first reward's)
-            for name in self.rewards.names:
-                out[f"eval/{name}/reward_z"] = M.demo_z(m[f"rewards/{name}/mean"], m[f"rewards/{name}/demo_mean"],
-                                                        m[f"rewards/{name}/demo_std"])
+               N.EVAL_CALIBRATION_DISTANCE: math.sqrt(sum(g * g for g in gaps.values()) / len(gaps))}
+        if "kl_to_ref" in m:
+            out.update({N.EVAL_NATURALNESS: m["naturalness"], N.EVAL_KL: m["kl_to_ref"]})
+        if len(gaps) > 1:  # each reward's own curve (eval/reward_z is the first reward's)
+            out.update({f"eval/{name}/reward_z": gap for name, gap in gaps.items()})
         return out
+
+    def offer_best(self, record: dict) -> None:
+        """train.load_best_model_at_end: keep the current weights if the main process measured them closest
+        to the demonstrations so far (every process keeps the same step)."""
+        distance = record.get(N.EVAL_CALIBRATION_DISTANCE, 0.0) if self.procs.is_main else 0.0
+        distance = float(self.procs.sum(torch.tensor([distance], dtype=torch.float64))[0])
+        if not math.isfinite(distance):
+            raise RcfdError(f"eval/calibration_distance is {distance} at step {self.step_idx}: a reward is not finite, or "
+                            "its demonstrations' std on the validation prompts is 0 (e.g. length with demonstrations "
+                            "all of one length), so steps cannot be ranked; drop that reward or set "
+                            "train.load_best_model_at_end=false")
+        self.best.offer(self.step_idx, distance, self.policy)
 
     def export(self) -> Path:
         """Save the final adapter (LoRA) or model with ``save_pretrained`` into ``OUT/final``."""
@@ -581,6 +613,8 @@ def run_training(config: Config, out_dir, *, resume: bool = False, progress: boo
     wall = time.perf_counter() - t0
     summary = {"objective": config.objective.name, "steps": trainer.step_idx, "train_seconds": wall,
                **describe(trainer.policy)}
+    if trainer.best is not None:  # train.load_best_model_at_end: which step's weights the final policy holds
+        summary.update(trainer.best.state())
     if evaluate_after:
         summary.update(trainer.evaluate())
         summary["wall_seconds"] = time.perf_counter() - t0
