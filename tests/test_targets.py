@@ -114,9 +114,24 @@ def test_target_per_row(tmp_path, tiny_config):
         build_components(wrong, progress=False)
 
 
+def test_predicted_without_a_target_model_fits_one_at_the_start(tmp_path, tiny_config, capsys):
+    """objective.target=predicted with no objective.target_model: the run fits the same model that
+    `rcfd target-model train` with its defaults would, on the same prompts, and says how well it predicts."""
+    from rcfd.components import build_components
+    from rcfd.targets import train_target_model
+
+    config = tiny_config("objective.target=predicted")
+    fitted = build_components(config, progress=True)
+    assert "held-out R²" in capsys.readouterr().out
+    train_target_model(build_components(config, progress=False, with_demo_rewards=False), config, tmp_path / "tm",
+                       progress=False)
+    loaded = build_components(tiny_config("objective.target=predicted", f"objective.target_model={tmp_path / 'tm'}"),
+                              progress=False)
+    assert torch.allclose(fitted.demo_train, loaded.demo_train)
+    assert fitted.demo_train.std(0).max() > 0  # per-prompt predictions, not one constant
+
+
 def test_target_config_errors(tiny_config):
-    with pytest.raises(RcfdError, match="objective.target=mixed needs objective.target_model=DIR"):
-        tiny_config("objective.target=mixed")
     with pytest.raises(RcfdError, match="objective.target must be"):
         tiny_config("objective.target=median")
     with pytest.raises(RcfdError, match=r"data.demo_fraction must be in \(0, 1\]"):

@@ -394,18 +394,13 @@ def cmd_reward_model(args) -> int:
 def cmd_target_model(args) -> int:
     from .components import build_components
     from .config import load_config
-    from .targets import train_target_model
+    from .targets import describe_fit, train_target_model
 
     config = load_config(_task_config(args), list(args.overrides))
     components = build_components(config, progress=not args.quiet, with_demo_rewards=False)
     model = train_target_model(components, config, args.out, embedder=args.embedder,
                                heldout_fraction=args.heldout_fraction, seed=args.seed, progress=not args.quiet)
-    m = model.meta
-    print(f"fitted on {m['n_fit']} + {m['n_heldout']} held-out prompts with a demonstration "
-          f"({args.embedder} embedder, ridge {m['ridge']:g})")
-    for name, score in zip(m["reward_names"], m["heldout"]):
-        print(f"  {name}: held-out R² {score['r2']:.3f}, calibration error {score['calibration_error_std']:.3f} "
-              f"and bias {score['bias_std']:+.3f} (in the demonstrations' std)")
+    print(describe_fit(model))
     print(f"written to {args.out}; use it with --set objective.target=mixed --set objective.target_model={args.out}")
     return 0
 

@@ -185,10 +185,12 @@ class ObjectiveConfig:
     a denoised target), 'mixed' (the demonstration where the prompt has one, the prediction elsewhere)
     or 'mean' (the mean of R(x, y_demo) over the training prompts that have a demonstration, for every
     prompt: no demonstration's own noise in the target, no per-prompt calibration either). 'predicted',
-    'mixed' and 'mean' are extensions; the first two need objective.target_model."""
+    'mixed' and 'mean' are extensions."""
     target_model: typing.Optional[str] = None
     """Directory written by `rcfd target-model train` (objective.target predicted or mixed); it must have
-    been fitted for the same rewards."""
+    been fitted for the same rewards. Unset: the run fits one at its start on its own training prompts
+    that have a demonstration, with that command's defaults (MiniLM prompt embeddings, ridge chosen by
+    cross-validation), and prints its held-out R² per reward."""
 
 
 @dataclass
@@ -523,9 +525,6 @@ def validate(c: Config) -> None:
              f"objective.demo_mean must be 'batch' or 'all', got '{c.objective.demo_mean}'")
     _require(c.objective.target in ("demo", "predicted", "mixed", "mean"),
              f"objective.target must be 'demo', 'predicted', 'mixed' or 'mean', got '{c.objective.target}'")
-    _require(c.objective.target in ("demo", "mean") or c.objective.target_model,
-             f"objective.target={c.objective.target} needs objective.target_model=DIR; fit one with "
-             f"`rcfd target-model train` (or set objective.target=demo)")
     spread = c.objective.match_spread and c.objective.name in ("rcfd-mean", "rcfd-batch")
     _require(not spread or c.objective.target == "demo",
              "objective.match_spread needs the demonstrations' own rewards; set objective.target=demo")

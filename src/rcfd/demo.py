@@ -17,6 +17,8 @@ from .errors import RcfdError
 from .report import print_samples, print_table
 from .sweep import PlannedRun, plan_metrics, run_plan
 
+LAST_STEP = ("train.load_best_model_at_end=false", "train.eval_every=0")
+
 RUNS = {
     "beta0": PlannedRun("beta0", ["objective.name=reward"]),
     "kl": PlannedRun("kl", ["objective.name=kl", "objective.beta=0.1", "objective.beta_end=0.3"]),
@@ -27,9 +29,10 @@ RUNS = {
     "sft": PlannedRun("sft", trainer="sft"),
     "dpo": PlannedRun("dpo", trainer="dpo"),  # needs data.preference_source
     # Multi-reward tasks (quality + length): quality alone, and the weighted baseline's α sweep.
-    # Quality alone is R_quality + 0·R_length: trained on the first reward, scored on all of them.
-    "quality": PlannedRun("quality", ["objective.name=weighted", "objective.alpha=0"]),
-    **{f"alpha={a}": PlannedRun(f"alpha={a}", ["objective.name=weighted", f"objective.alpha={a}"])
+    # Quality alone is R_quality + 0·R_length: trained on the first reward, scored on all of them. These
+    # baselines keep their last step, as the paper's do (no train.load_best_model_at_end).
+    "quality": PlannedRun("quality", ["objective.name=weighted", "objective.alpha=0", *LAST_STEP]),
+    **{f"alpha={a}": PlannedRun(f"alpha={a}", ["objective.name=weighted", f"objective.alpha={a}", *LAST_STEP])
        for a in ("0.003", "0.01", "0.03", "0.1")},
 }
 RUN_HELP = {"sft": "supervised fine-tuning on the demonstrations with TRL", "dpo": "DPO on data.preference_source"}

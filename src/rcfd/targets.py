@@ -177,11 +177,30 @@ def _embed(dataset, embedder: str, components) -> torch.Tensor:
                          reference=components.reference, tokenizer=components.tokenizer)
 
 
+def describe_fit(model: TargetModel) -> str:
+    """How well a target model predicts held-out demonstration rewards, one line per reward."""
+    m = model.meta
+    lines = [f"target model fitted on {m['n_fit']} + {m['n_heldout']} held-out prompts with a demonstration "
+             f"({m['embedder']} embedder, ridge {m['ridge']:g})"]
+    for name, score in zip(m["reward_names"], m["heldout"]):
+        lines.append(f"  {name}: held-out R² {score['r2']:.3f}, calibration error {score['calibration_error_std']:.3f} "
+                     f"and bias {score['bias_std']:+.3f} (in the demonstrations' std)")
+    return "\n".join(lines)
+
+
 def train_target_model(components, config, out, *, embedder: str = "minilm", heldout_fraction: float = 0.2,
                        seed: int = 0, progress: bool = True) -> TargetModel:
+    """Fit a target model (:func:`fit_target_model`) and save it to ``out``."""
+    model = fit_target_model(components, config, embedder=embedder, heldout_fraction=heldout_fraction, seed=seed,
+                             progress=progress)
+    model.save(out)
+    return model
+
+
+def fit_target_model(components, config, *, embedder: str = "minilm", heldout_fraction: float = 0.2,
+                     seed: int = 0, progress: bool = True) -> TargetModel:
     """Fit a target model on the training prompts that have a demonstration (the target of a prompt with
-    several is their mean reward), with the rewards and models of ``components`` (built from ``config``
-    with ``with_demo_rewards=False``); save it to ``out``."""
+    several is their mean reward), with the rewards and models of ``components``."""
     from .data import has_demonstration
 
     if embedder not in EMBEDDERS:
@@ -197,10 +216,8 @@ def train_target_model(components, config, out, *, embedder: str = "minilm", hel
                                     config.generation.max_new_tokens, progress=progress)
     meta = {"embedder": embedder, "model_id": config.model.name, "reward_names": components.rewards.names,
             "reward_identity": components.rewards.identity(), "data_source": config.data.source}
-    model = TargetModel.fit(_embed(labelled, embedder, components), targets, heldout_fraction=heldout_fraction,
-                            seed=seed, meta=meta)
-    model.save(out)
-    return model
+    return TargetModel.fit(_embed(labelled, embedder, components), targets, heldout_fraction=heldout_fraction,
+                           seed=seed, meta=meta)
 
 
 def target_variance(targets: torch.Tensor) -> torch.Tensor:
@@ -257,8 +274,14 @@ def training_targets(config, components, progress: bool = True) -> torch.Tensor:
                             f"use data.group_demonstrations=true with data.min_demonstrations=2, or rcfd-batch")
     values = None
     if target in ("predicted", "mixed"):
-        model = TargetModel.load(c.objective.target_model)
-        model.check_rewards(components.rewards, c.model.name)
+        if c.objective.target_model:
+            model = TargetModel.load(c.objective.target_model)
+            model.check_rewards(components.rewards, c.model.name)
+        else:
+            with torch.random.fork_rng():  # the run draws the same numbers as with the model fitted beforehand
+                model = fit_target_model(components, c, progress=progress)
+            if progress:
+                print(describe_fit(model))
         values = model.predict(_embed(ds, model.meta["embedder"], components))
     if target == "mean" and not any(has):
         raise RcfdError("objective.target=mean averages the demonstrations' rewards, but no training prompt has a "
