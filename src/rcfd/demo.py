@@ -1,7 +1,8 @@
 """``rcfd demo``: the embedded default, a named plan of runs with one budget and seed.
 
 Runs: ``beta0`` (maximize the reward), ``kl`` (R − β·KL, the paper's β 0.1 → 0.3 schedule) and
-``rcfd`` (the preset's RCfD objective: ``rcfd-batch`` on use cases 1 and 2, the paper's −(R − R_demo)² on use case 3;
+``rcfd`` (the preset's RCfD objective: ``rcfd-batch`` on use cases 1 and 2, the paper's −(R − R_demo)² on use case 3,
+against predicted targets and keeping the step closest to the demonstrations on validation prompts;
 ``rcfd-paper`` forces the paper's, with one completion per prompt and the whitened advantage), plus the
 baselines and multi-reward runs of :data:`RUNS`. The plan runs like a sweep (:func:`rcfd.sweep.run_plan`):
 each run in ``DIR/NAME``, the base model in ``DIR/base``, the record in ``DIR/sweep.json``; rerunning the
