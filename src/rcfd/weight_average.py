@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from .checkpoint import trainable_state
+
 AVERAGE_FILE = "weight_average.safetensors"
 BEST_FILE = "best_weights.safetensors"
 
@@ -98,7 +100,7 @@ class BestWeights:
         if not distance < self.distance:  # NaN never wins
             return False
         self.step, self.distance = step, distance
-        self.weights = {n: p.clone() for n, p in trainable_weights(model).items()}
+        self.weights = trainable_state(model)
         return True
 
     def apply(self, model) -> None:
