@@ -83,7 +83,7 @@ def run_rcfd(setting: dict, prompts, model_path: str, steps: int, warmup: int, w
     import datasets
 
     from rcfd.config import make_config
-    from rcfd.trainer import Trainer
+    from rcfd.train.trainer import Trainer
 
     config = make_config({
         "model": {"name": model_path, "lora": setting["lora"], "lora_r": LORA_R, "lora_alpha": LORA_ALPHA},

@@ -129,10 +129,10 @@ def _evaluate(model, preset, out):
     held-out split (the same prompts, sampling seed and metrics as an `rcfd train` run of the preset)."""
     from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
-    from rcfd.components import build_components
-    from rcfd.evaluate import evaluate_components
+    from rcfd.train.components import build_components
+    from rcfd.eval.evaluate import evaluate_components
     from rcfd.files import write_json
-    from rcfd.report import print_table
+    from rcfd.report.tables import print_table
 
     components = build_components(preset, with_demo_rewards=False)
     loaded = set_peft_model_state_dict(components.policy, get_peft_model_state_dict(model))

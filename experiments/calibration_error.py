@@ -14,11 +14,11 @@ from pathlib import Path
 
 import torch
 
-from rcfd.components import load_trained
-from rcfd.logprobs import reference_logprobs
+from rcfd.train.components import load_trained
+from rcfd.train.logprobs import reference_logprobs
 from rcfd.rewards.demo_cache import demo_rewards
-from rcfd.rollout import generate
-from rcfd.rundir import RunDir
+from rcfd.train.rollout import generate
+from rcfd.train.rundir import RunDir
 
 
 def sample_rewards(run, prompts, batch_size: int) -> torch.Tensor:

@@ -12,9 +12,9 @@ import torch
 from rcfd.config import load_config
 from rcfd.tasks import get_task
 from rcfd.data import build_datasets
-from rcfd.logprobs import reference_logprobs
+from rcfd.train.logprobs import reference_logprobs
 from rcfd.models import load_policy
-from rcfd.rollout import generate
+from rcfd.train.rollout import generate
 
 
 def main() -> None:

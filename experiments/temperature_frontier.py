@@ -12,13 +12,13 @@ import dataclasses
 
 import torch
 
-from rcfd import metrics
+from rcfd.eval import metrics
 from rcfd.config import load_config
 from rcfd.tasks import get_task
 from rcfd.data import build_datasets
-from rcfd.logprobs import encode_pairs, reference_logprobs
+from rcfd.train.logprobs import encode_pairs, reference_logprobs
 from rcfd.models import load_policy
-from rcfd.rollout import generate
+from rcfd.train.rollout import generate
 
 
 @torch.no_grad()

@@ -5,12 +5,12 @@ import math
 import pytest
 import torch
 
-from rcfd.objectives import (advantages_from, best_of_group, group_normalized, leave_one_out_mean, objective_values,
+from rcfd.train.objectives import (advantages_from, best_of_group, group_normalized, leave_one_out_mean, objective_values,
                              ppo_clip_loss, rcfd_batch_advantages, rcfd_mean_advantages, rloo, sampled_kl,
                              scale_advantages)
 from rcfd.config import make_config
-from rcfd.rollout import group_rows
-from rcfd.trainer import step_rows, whole_groups
+from rcfd.train.rollout import group_rows
+from rcfd.train.trainer import step_rows, whole_groups
 
 # Two prompts, k = 3 completions each.
 OBJ = torch.tensor([1.0, 2.0, 6.0, -1.0, -1.0, 2.0])
@@ -98,8 +98,8 @@ def test_rcfd_mean_with_several_rewards_scales_each_term():
 def test_demo_reward_scale_keeps_each_terms_size_by_hand():
     """objective.reward_scale=demo: each reward's term over the variance of its training targets, so a
     term shrinks with its gap instead of being rescaled to unit batch std."""
-    from rcfd.objectives import combine_columns
-    from rcfd.targets import target_variance
+    from rcfd.train.objectives import combine_columns
+    from rcfd.train.targets import target_variance
 
     terms = torch.tensor([[2.0, 0.5], [-2.0, -0.5]])
     assert torch.allclose(combine_columns(terms, torch.tensor([4.0, 0.25])), torch.tensor([2 / 4 + 2.0, -2 / 4 - 2.0]))
@@ -135,7 +135,7 @@ def test_rcfd_batch_advantage_by_hand():
 
 
 def test_per_sample_column_charges_each_text_its_own_distance_by_hand():
-    from rcfd.objectives import per_sample_columns
+    from rcfd.train.objectives import per_sample_columns
 
     # two prompts, k = 2; column 0 a mean-matched reward, column 1 a repetition share with target 0.1
     r = torch.tensor([[1.0, 0.1], [3.0, 0.5], [2.0, 0.1], [2.0, 0.1]])
@@ -167,7 +167,7 @@ def test_per_sample_names_a_reward_column():
 
 
 def test_pooled_gaps_by_hand():
-    from rcfd.objectives import pool_gaps
+    from rcfd.train.objectives import pool_gaps
 
     step1 = torch.tensor([2.0, 4.0], dtype=torch.float64)  # gaps summing to 2 over 4 prompts
     pooled, carried = pool_gaps(step1, None, memory=2)
@@ -257,7 +257,7 @@ def test_every_prompt_of_a_step_appears_k_times_in_whole_groups_across_processes
         chunk = one[start:start + minibatch]
         assert all(chunk.count(i) == k for i in set(chunk))
     # k = 1 is the paper's (and the earlier releases') batch
-    from rcfd.trainer import batch_indices
+    from rcfd.train.trainer import batch_indices
 
     assert step_rows(5, n, batch, 1, seed) == batch_indices(5, n, batch, seed)
 

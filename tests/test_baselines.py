@@ -5,7 +5,7 @@ import json
 import pytest
 from safetensors.torch import load_file
 
-from rcfd.baselines import run_dpo, run_sft
+from rcfd.train.baselines import run_dpo, run_sft
 from rcfd.cli import main
 from rcfd.config import DataConfig
 from rcfd.data import load_preference_pairs
@@ -28,7 +28,7 @@ def test_sft_trains_on_demonstrations_and_is_evaluated(tiny_config, tmp_path):
         assert key in summary
     saved = json.loads((tmp_path / "sft" / "summary.json").read_text())
     assert saved["steps"] == summary["steps"]
-    from rcfd.rundir import RunDir
+    from rcfd.train.rundir import RunDir
 
     assert RunDir(tmp_path / "sft").read_config_dict() == config.to_dict()  # the run's own config, as for RL
     log = [json.loads(line) for line in (tmp_path / "sft" / "sft_log.jsonl").read_text().splitlines()]

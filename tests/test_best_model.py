@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 
 from rcfd.config import load_config
 from rcfd.errors import RcfdError
-from rcfd.weight_average import BestWeights
+from rcfd.train.best_step import BestWeights
 
 BEST = ("train.eval_every=1", "data.num_val=8", "train.load_best_model_at_end=true")
 
@@ -78,7 +78,7 @@ def test_bad_selection_settings_name_the_field(tiny_config, overrides, message):
 def test_final_policy_holds_the_step_measured_closest(tiny_config, tmp_path, monkeypatch):
     """With made-up distances 5, 3, 1, 2, 4 for steps 0..4 the final weights are step 2's, in the final
     checkpoint and in summary.json, and the distances are logged."""
-    from rcfd.trainer import Trainer, run_training
+    from rcfd.train.trainer import Trainer, run_training
 
     distances = iter([5.0, 3.0, 1.0, 2.0, 4.0])
     monkeypatch.setattr(Trainer, "calibration_metrics", lambda self: {"eval/calibration_distance": next(distances)})
@@ -95,7 +95,7 @@ def test_final_policy_holds_the_step_measured_closest(tiny_config, tmp_path, mon
 
 def test_a_distance_that_cannot_rank_steps_stops_with_the_fix(tiny_config, tmp_path):
     """The tiny preset's demonstrations all have 16 tokens: the length reward has no spread to scale by."""
-    from rcfd.trainer import Trainer
+    from rcfd.train.trainer import Trainer
 
     trainer = Trainer(tiny_config(*BEST, "reward.names=[loglik,length]"), tmp_path / "run", progress=False)
     with pytest.raises(RcfdError, match="load_best_model_at_end=false"):
@@ -103,7 +103,7 @@ def test_a_distance_that_cannot_rank_steps_stops_with_the_fix(tiny_config, tmp_p
 
 
 def test_base_model_wins_when_no_step_beats_it(tiny_config, tmp_path, monkeypatch):
-    from rcfd.trainer import Trainer
+    from rcfd.train.trainer import Trainer
 
     distances = iter([0.5, 3.0, 1.0])
     monkeypatch.setattr(Trainer, "calibration_metrics", lambda self: {"eval/calibration_distance": next(distances)})
@@ -117,7 +117,7 @@ def test_base_model_wins_when_no_step_beats_it(tiny_config, tmp_path, monkeypatc
 def test_real_distance_is_the_rms_of_the_logged_gaps_and_resume_is_exact(tiny_config, tmp_path):
     """Two rewards, real validation evaluation: the distance is the root mean square of the per-reward
     gaps; 2 + 2 steps resumed keep the same step and weights as 4 straight."""
-    from rcfd.trainer import Trainer, run_training
+    from rcfd.train.trainer import Trainer, run_training
 
     overrides = (*BEST, "reward.names=[loglik,loglik-head]")
     straight, summary = run_training(tiny_config(*overrides), tmp_path / "straight", progress=False,

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from rcfd_testing import TINY
-from rcfd.checkpoint import latest_checkpoint
+from rcfd.train.checkpoint import latest_checkpoint
 from rcfd.cli import main
 
 STEPS = 8

@@ -67,7 +67,7 @@ def test_two_processes_deal_out_whole_groups(tmp_path):
 def test_train_command_leaves_the_process_group(tmp_path, monkeypatch):
     """`rcfd train` tears its process group down before exiting (a process that exits with the gloo group
     still up can abort in gloo's threads), on every process, the non-main ones included."""
-    import rcfd.trainer
+    import rcfd.train.trainer
     from rcfd.cli import main
 
     closed = []
@@ -79,6 +79,6 @@ def test_train_command_leaves_the_process_group(tmp_path, monkeypatch):
     class Trained:
         procs = Procs()
 
-    monkeypatch.setattr(rcfd.trainer, "run_training", lambda *a, **kw: (Trained(), {}))  # a non-main process
+    monkeypatch.setattr(rcfd.train.trainer, "run_training", lambda *a, **kw: (Trained(), {}))  # a non-main process
     assert main(["train", "--task", "tiny", "--out", str(tmp_path / "run"), "--quiet"]) == 0
     assert closed == [True]

@@ -66,7 +66,7 @@ def test_group_rollouts_rerun_gives_identical_metrics(tmp_path):
 
 
 def test_resume_with_a_frozen_first_step_scale_continues_exactly(tmp_path, tiny_config):
-    from rcfd.trainer import Trainer
+    from rcfd.train.trainer import Trainer
 
     straight, split = tmp_path / "straight", tmp_path / "split"
     assert _train(straight, "--no-eval", "--steps", "4", *GROUPED) == 0
@@ -86,7 +86,7 @@ def test_rcfd_batch_with_sgd_momentum_resumes_exactly(tmp_path, tiny_config):
     """The SGD momentum buffers live in the checkpoint like Adam's moments, and rcfd-batch's pool of past
     gaps (objective.gap_memory) and the running weight average (train.average_weights, the last 3 steps:
     one before the split) with them: 2 + 2 steps = 4 steps, same final weights."""
-    from rcfd.trainer import Trainer
+    from rcfd.train.trainer import Trainer
 
     straight, split = tmp_path / "straight", tmp_path / "split"
     assert _train(straight, "--no-eval", "--steps", "4", *[x for o in BATCH_SGD for x in ("--set", o)]) == 0
@@ -104,7 +104,7 @@ def test_rcfd_batch_with_sgd_momentum_resumes_exactly(tmp_path, tiny_config):
 
 def test_rcfd_batch_demo_mean_all_compares_with_every_training_target(tiny_config, tmp_path, monkeypatch):
     """objective.demo_mean=all: rcfd-batch's gaps are taken against the mean of all training targets."""
-    import rcfd.trainer as trainer_module
+    import rcfd.train.trainer as trainer_module
 
     seen = []
     real = trainer_module.prompt_gaps
@@ -125,8 +125,8 @@ def test_rcfd_batch_demo_mean_all_compares_with_every_training_target(tiny_confi
 
 def test_demo_reward_scale_divides_by_the_training_targets_variance(tiny_config, tmp_path, monkeypatch):
     """objective.reward_scale=demo hands the objective each column's variance over the training targets."""
-    import rcfd.trainer as trainer_module
-    from rcfd.objectives import objective_values
+    import rcfd.train.trainer as trainer_module
+    from rcfd.train.objectives import objective_values
 
     seen = []
     monkeypatch.setattr(trainer_module, "objective_values",
@@ -151,8 +151,8 @@ def test_demo_reward_scale_divides_by_the_training_targets_variance(tiny_config,
 def test_dr_grpo_loss_divides_by_the_generation_cap(tiny_config, tmp_path, monkeypatch):
     """train.loss_type=dr_grpo hands the PPO loss generation.max_new_tokens; 'grpo' (the default) hands None
     (ppo_clip_loss's own tests check what each does with it)."""
-    import rcfd.trainer as trainer_module
-    from rcfd.objectives import ppo_clip_loss
+    import rcfd.train.trainer as trainer_module
+    from rcfd.train.objectives import ppo_clip_loss
 
     seen = []
     monkeypatch.setattr(trainer_module, "ppo_clip_loss",
@@ -171,7 +171,7 @@ def test_target_feedback_shifts_each_target_by_the_last_batches_gaps(tiny_config
     resumed run carries the shift on."""
     import json
 
-    from rcfd.trainer import Trainer
+    from rcfd.train.trainer import Trainer
 
     config = tiny_config("train.steps=3", "train.save_every=1", "objective.target_feedback=0.5",
                          "reward.calibrate_also=[length]")
@@ -197,8 +197,8 @@ def test_target_feedback_shifts_each_target_by_the_last_batches_gaps(tiny_config
 def test_per_sample_flags_reach_the_objective_for_rcfd_only(tiny_config, tmp_path, monkeypatch):
     """objective.per_sample hands the objective one flag per calibrated column (twice with match_spread);
     reward maximization sees none."""
-    import rcfd.trainer as trainer_module
-    from rcfd.objectives import objective_values
+    import rcfd.train.trainer as trainer_module
+    from rcfd.train.objectives import objective_values
 
     seen = []
     monkeypatch.setattr(trainer_module, "objective_values",
@@ -216,7 +216,7 @@ def test_per_sample_flags_reach_the_objective_for_rcfd_only(tiny_config, tmp_pat
 def test_max_step_kl_scales_each_update_back_into_the_bound(tiny_config, tmp_path):
     """train.max_step_kl: a bound the update never reaches leaves the run as without it; a tighter one
     halves the weight change until the step's KL fits; one no update meets undoes the step."""
-    from rcfd.trainer import Trainer
+    from rcfd.train.trainer import Trainer
 
     def run(name, *extra):  # one step; the trainable weights before and after
         trainer = Trainer(tiny_config("train.steps=1", "train.learning_rate=1e-2", *extra), tmp_path / name,
@@ -240,7 +240,7 @@ def test_max_step_kl_scales_each_update_back_into_the_bound(tiny_config, tmp_pat
 def test_best_of_k_updates_on_each_prompts_best_completion_only(tiny_config, tmp_path, monkeypatch):
     """train.advantage=best-of-k: the update's forward passes see one completion per prompt, the one with the
     highest objective, and a step moves the weights."""
-    import rcfd.trainer as trainer_module
+    import rcfd.train.trainer as trainer_module
 
     seen = []
     real = trainer_module.token_logprobs
@@ -314,7 +314,7 @@ def test_summary_states_the_noise_of_the_calibration_figures(tmp_path):
 
 def test_resume_continues_exactly(tmp_path, tiny_config):
     """6 steps straight == a 6-step run stopped after 3 and resumed: same metrics and final weights."""
-    from rcfd.trainer import Trainer
+    from rcfd.train.trainer import Trainer
 
     straight, split = tmp_path / "straight", tmp_path / "split"
     assert _train(straight, "--no-eval", "--steps", "6") == 0

@@ -38,7 +38,7 @@ def test_eval_of_a_finished_rl_run_is_its_trained_policy(tmp_path):
 
 
 def test_eval_of_an_interrupted_run_uses_its_newest_checkpoint(tmp_path, tiny_config):
-    from rcfd.trainer import Trainer
+    from rcfd.train.trainer import Trainer
 
     run = tmp_path / "interrupted"
     trainer = Trainer(tiny_config("train.steps=4", "train.save_every=1"), run, progress=False)
@@ -55,7 +55,7 @@ def test_eval_of_an_interrupted_run_uses_its_newest_checkpoint(tmp_path, tiny_co
 
 
 def test_eval_of_a_run_with_nothing_trained_says_so(tmp_path, tiny_config):
-    from rcfd.rundir import RunDir
+    from rcfd.train.rundir import RunDir
 
     RunDir(tmp_path / "empty").write_config(tiny_config())
     with pytest.raises(RcfdError, match="nothing was trained yet"):

@@ -9,7 +9,7 @@ import torch
 from rcfd.errors import RcfdError
 from rcfd.integrations.trl import RCfDReward
 from rcfd.integrations.verl import make_compute_score, rcfd_score, with_demo_rewards
-from rcfd.objectives import whiten
+from rcfd.train.objectives import whiten
 
 
 def n_words(prompts, completions, **kwargs):

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from rcfd.config import GenerationConfig
-from rcfd.logprobs import _gather_logprobs, encode_pairs, split_lm_head, token_logprobs
-from rcfd.rollout import generate
+from rcfd.train.logprobs import _gather_logprobs, encode_pairs, split_lm_head, token_logprobs
+from rcfd.train.rollout import generate
 
 
 @pytest.fixture(scope="module")

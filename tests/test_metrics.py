@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from rcfd import metrics as M
+from rcfd.eval import metrics as M
 
 
 def test_distinct_n_pooled():
@@ -59,7 +59,7 @@ def test_mean_std():
 
 
 def test_diversity_fields_count_the_texts_behind_repetition_4():
-    from rcfd.evaluate import diversity_fields
+    from rcfd.eval.evaluate import diversity_fields
     loop, plain = [5, 6, 5, 6, 5, 6, 5], [1, 2, 3, 4, 7, 8, 9]
     # two held-out prompts x two samples (rows grouped by prompt: p0 s0, p0 s1, p1 s0, p1 s1)
     completions = [loop, plain, loop, loop]

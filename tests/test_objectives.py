@@ -5,7 +5,7 @@ import torch
 
 from rcfd.config import load_config
 from rcfd.errors import RcfdError
-from rcfd.objectives import beta_at, calibrated, kl_penalized, objective_values, rcfd, whiten
+from rcfd.train.objectives import beta_at, calibrated, kl_penalized, objective_values, rcfd, whiten
 from rcfd.tasks import get_task
 
 
@@ -78,7 +78,7 @@ def test_unknown_objective():
 
 
 def test_learning_rate_schedule_by_hand():
-    from rcfd.trainer import lr_factor
+    from rcfd.train.trainer import lr_factor
 
     assert [lr_factor(s, 4, "linear") for s in range(4)] == [1.0, 0.75, 0.5, 0.25]
     assert [lr_factor(s, 4, "constant") for s in range(4)] == [1.0] * 4
@@ -95,7 +95,7 @@ def test_weighted_objective_is_quality_plus_alpha_times_the_rest():
 
 
 def test_the_demos_quality_run_trains_on_quality_alone_and_is_scored_on_every_reward():
-    from rcfd.demo import RUNS
+    from rcfd.plans.demo import RUNS
 
     config = load_config(get_task("wiki-description").config_path, RUNS["quality"].overrides)
     assert config.reward.names == ["similarity", "length"]  # evaluated on the plane of the α sweep
@@ -104,7 +104,7 @@ def test_the_demos_quality_run_trains_on_quality_alone_and_is_scored_on_every_re
 
 
 def test_weight_average_of_the_last_steps_by_hand(tmp_path):
-    from rcfd.weight_average import WeightAverage
+    from rcfd.train.best_step import WeightAverage
 
     model = torch.nn.Linear(1, 1, bias=False)
     average = WeightAverage(steps=4, fraction=0.5)  # steps 3 and 4

@@ -80,7 +80,8 @@ def test_readme_stays_short():
 
 
 def test_every_registered_name_has_its_implementation():
-    from rcfd import objectives, registry, tracking
+    from rcfd import registry
+    from rcfd.train import objectives, tracking
     from rcfd.rewards import BUILDERS
 
     assert set(BUILDERS) == set(registry.REWARDS)

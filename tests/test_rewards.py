@@ -61,7 +61,7 @@ def test_loglik_statistic_rewards_share_the_reference_pass(tiny_model, tiny_toke
 
 
 def test_repetition_reward_by_hand(tiny_tokenizer):
-    from rcfd.logprobs import Rollout
+    from rcfd.train.logprobs import Rollout
 
     # Row 0: tokens 5 6 5 7 5 (two repeats of five); row 1: no repeat; row 2: empty completion.
     ids = torch.tensor([[5, 6, 5, 7, 5], [8, 9, 0, 0, 0], [0, 0, 0, 0, 0]])
@@ -76,7 +76,7 @@ def test_repetition_reward_by_hand(tiny_tokenizer):
 
 
 def test_repetition_4_reward_by_hand(tiny_tokenizer):
-    from rcfd.logprobs import Rollout
+    from rcfd.train.logprobs import Rollout
 
     # Row 0: 4-grams (1 2 3 4) (2 3 4 1) (3 4 1 2) (4 1 2 3) (1 2 3 4): one repeat of five; row 1: three
     # tokens, no 4-gram; row 2: the same token six times, three 4-grams, two of them repeats.

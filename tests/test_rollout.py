@@ -6,7 +6,7 @@ import contextlib
 import pytest
 import torch
 
-from rcfd.rollout import (InverseCDFSampler, _onednn_packing_works, completion_mask, merged_lora, packed_linears,
+from rcfd.train.rollout import (InverseCDFSampler, _onednn_packing_works, completion_mask, merged_lora, packed_linears,
                           sampling_processors)
 
 
@@ -107,7 +107,7 @@ def test_completion_mask_stops_after_first_eos():
 def test_stop_at_newline_ends_completions_at_the_first_line_break(tiny_path, tiny_tokenizer):
     from transformers import AutoModelForCausalLM
 
-    from rcfd.rollout import completion_mask, eos_token_ids
+    from rcfd.train.rollout import completion_mask, eos_token_ids
 
     model = AutoModelForCausalLM.from_pretrained(tiny_path)
     newline = tiny_tokenizer("a\nb", add_special_tokens=False)["input_ids"]
@@ -122,7 +122,7 @@ def test_min_new_tokens_keeps_completions_from_ending_early(tiny_path, tiny_toke
     from transformers import AutoModelForCausalLM
 
     from rcfd.config import GenerationConfig
-    from rcfd.rollout import generate
+    from rcfd.train.rollout import generate
 
     model = AutoModelForCausalLM.from_pretrained(tiny_path)
     # Half the vocabulary ends a completion, so without the minimum nearly every one ends within a few tokens.

@@ -6,7 +6,7 @@ import pytest
 
 from rcfd.cli import main
 from rcfd.errors import RcfdError
-from rcfd.seeds import CHECKS, aggregate, bootstrap_interval, format_seeds_table, parse_seeds
+from rcfd.plans.seeds import CHECKS, aggregate, bootstrap_interval, format_seeds_table, parse_seeds
 
 
 def test_parse_seeds():

@@ -18,7 +18,7 @@ import pytest
 
 from rcfd.config import load_config
 from rcfd_testing import TINY
-from rcfd.serve import BadRequest, RewardService
+from rcfd.integrations.serve import BadRequest, RewardService
 
 pytest.importorskip("fastapi", reason="rcfd serve is the 'serve' extra (in the test extra)")
 pytest.importorskip("uvicorn", reason="rcfd serve is the 'serve' extra (in the test extra)")
@@ -81,7 +81,7 @@ def server():
 @pytest.fixture(scope="module")
 def python_reward():
     """The Python reward function the server must agree with, built from the same config."""
-    from rcfd.serve import reward_from_config
+    from rcfd.integrations.serve import reward_from_config
 
     sys.path.insert(0, HELPERS)
     try:

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from rcfd.errors import RcfdError
-from rcfd.logprobs import Rollout
-from rcfd.objectives import (objective_in_batch_units, objective_values, stop_branch_advantages, stop_branch_loss)
-from rcfd.rollout import stop_prefixes
+from rcfd.train.logprobs import Rollout
+from rcfd.train.objectives import (objective_in_batch_units, objective_values, stop_branch_advantages, stop_branch_loss)
+from rcfd.train.rollout import stop_prefixes
 
 STOP, PAD = 9, 0
 
@@ -105,7 +105,7 @@ def test_stop_branch_loss_moves_the_stop_probability_by_its_own_advantage_only()
 def test_branch_credit_trains_through_the_trainer(tiny_config, tmp_path, monkeypatch):
     """The trainer scores every going-on position's prefix with the rewards and hands the update nonzero stop
     advantages exactly there; a step moves the weights, and a rerun gives the same numbers."""
-    import rcfd.trainer as trainer_module
+    import rcfd.train.trainer as trainer_module
 
     seen = {}
     real_branches = trainer_module.Trainer.stop_branches
@@ -136,7 +136,7 @@ def test_branch_credit_trains_through_the_trainer(tiny_config, tmp_path, monkeyp
 def test_branch_baseline_credits_each_token_against_stopping_before_it(tiny_config, tmp_path, monkeypatch):
     """'branch-baseline': a token's advantage is (O − O_stop)/unit, the stop decision's (O_stop − O)/unit/(1 − p),
     so at every scored position content = −stop advantage·(1 − p_old)."""
-    import rcfd.trainer as trainer_module
+    import rcfd.train.trainer as trainer_module
 
     seen = {}
     real_branches = trainer_module.Trainer.stop_branches
@@ -169,7 +169,7 @@ def test_branch_credit_refuses_what_it_cannot_score(tiny_config, overrides, mess
 
 def test_rewards_are_scored_on_prefixes_as_whole_texts(tiny_config, tmp_path):
     """The prefix rewards come from the same reward stack as the batch's: a length reward sees t + 1 tokens."""
-    from rcfd.trainer import Trainer
+    from rcfd.train.trainer import Trainer
 
     t = Trainer(tiny_config("train.steps=1", "train.stop_credit=branch", "reward.names=[length]",
                             "objective.name=reward"), tmp_path / "r", progress=False)

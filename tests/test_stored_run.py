@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from rcfd.cli import main
-from rcfd.metric_names import upgrade_record
+from rcfd.eval.metric_names import upgrade_record
 
 DATA = Path(__file__).parent / "data"
 

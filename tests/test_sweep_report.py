@@ -9,9 +9,9 @@ import subprocess
 import pytest
 
 from rcfd.errors import RcfdError
-from rcfd.html_report import compute_rows
-from rcfd.results import RunResult
-from rcfd.sweep import plan_runs, run_or_load
+from rcfd.report.html import compute_rows
+from rcfd.report.results import RunResult
+from rcfd.plans.sweep import plan_runs, run_or_load
 
 TINY_STEPS = ["train.steps=3", "train.save_every=1", "eval.long_tokens=24"]
 
@@ -51,7 +51,7 @@ def test_a_run_directory_made_with_other_settings_is_not_reused(tmp_path):
 
 
 def test_base_metrics_are_read_back_only_while_the_settings_stay_the_same(tmp_path, monkeypatch):
-    from rcfd import sweep
+    from rcfd.plans import sweep
     from rcfd.config import load_config, packaged_config
 
     calls = []
@@ -82,8 +82,8 @@ def test_compute_to_solution_counts_the_whole_sweep():
 @pytest.fixture(scope="module")
 def interrupted_then_resumed_sweep(tmp_path_factory, monkeypatch_module):
     """A 3-run sweep interrupted during its second run, then rerun with the same command."""
-    import rcfd.trainer as trainer_module
-    from rcfd.sweep import run_sweep
+    import rcfd.train.trainer as trainer_module
+    from rcfd.plans.sweep import run_sweep
     from rcfd.tasks import get_task
 
     out = tmp_path_factory.mktemp("sweep")
@@ -143,7 +143,7 @@ def test_report_figures_load_and_are_not_blank_in_chromium(interrupted_then_resu
     import numpy as np
     from PIL import Image
 
-    from rcfd.html_report import FIGURES, build_report
+    from rcfd.report.html import FIGURES, build_report
 
     browser = _chromium()
     if browser is None:
@@ -179,8 +179,8 @@ def test_report_of_a_demo_whose_runs_were_scored_with_different_rewards(tmp_path
     demonstrations keep both rewards, and that run is left off what it has no value for."""
     import yaml
 
-    from rcfd.html_report import build_report
-    from rcfd.results import load_results
+    from rcfd.report.html import build_report
+    from rcfd.report.results import load_results
 
     both, one = ["similarity", "length"], ["similarity"]
 
@@ -212,7 +212,7 @@ def test_report_of_a_demo_whose_runs_were_scored_with_different_rewards(tmp_path
 
 
 def test_the_demo_table_says_how_far_each_run_is_from_the_demonstrations_per_reward():
-    from rcfd.report import format_calibration, format_table
+    from rcfd.report.tables import format_calibration, format_table
 
     def run(sim, length):
         m = {"reward_mean": sim, "reward_std": 0.1, "alignment": 0.2, "wasserstein": 0.1, "mean_length": -length,

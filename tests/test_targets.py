@@ -8,7 +8,7 @@ from scipy.stats import wasserstein_distance
 
 from rcfd.cli import main
 from rcfd.errors import RcfdError
-from rcfd.targets import TargetModel, regression_scores, ridge_fit
+from rcfd.train.targets import TargetModel, regression_scores, ridge_fit
 
 
 def test_ridge_fit_recovers_a_linear_map():
@@ -81,9 +81,9 @@ def test_target_model_refuses_mismatches(tmp_path):
 
 def test_target_per_row(tmp_path, tiny_config):
     """mixed: the measured R(x, y_demo) where a prompt has a demonstration, the prediction elsewhere."""
-    from rcfd.components import build_components
+    from rcfd.train.components import build_components
     from rcfd.rewards.demo_cache import demo_rewards
-    from rcfd.targets import embed_prompts, train_target_model
+    from rcfd.train.targets import embed_prompts, train_target_model
 
     half = ["data.demo_fraction=0.5"]
     config = tiny_config(*half)
@@ -117,8 +117,8 @@ def test_target_per_row(tmp_path, tiny_config):
 def test_predicted_without_a_target_model_fits_one_at_the_start(tmp_path, tiny_config, capsys):
     """objective.target=predicted with no objective.target_model: the run fits the same model that
     `rcfd target-model train` with its defaults would, on the same prompts, and says how well it predicts."""
-    from rcfd.components import build_components
-    from rcfd.targets import train_target_model
+    from rcfd.train.components import build_components
+    from rcfd.train.targets import train_target_model
 
     config = tiny_config("objective.target=predicted")
     fitted = build_components(config, progress=True)
@@ -174,7 +174,7 @@ def test_demonstration_targets_mean_and_second_moment(tmp_path, tiny_config):
     from rcfd.data import build_datasets
     from rcfd.models import load_tokenizer, resolve_model_path
     from rcfd.rewards import build_rewards
-    from rcfd.targets import demonstration_targets
+    from rcfd.train.targets import demonstration_targets
 
     config = tiny_config(f"data.source={_several_demos_file(tmp_path / 'd.jsonl')}", "data.num_eval=2")
     tokenizer = load_tokenizer(resolve_model_path(config.model.name))
@@ -202,7 +202,7 @@ def test_train_demonstrations_cuts_training_targets_only(tmp_path, tiny_config):
 
 
 def test_several_demos_fields_by_hand():
-    from rcfd.evaluate import several_demos_fields
+    from rcfd.eval.evaluate import several_demos_fields
 
     # Two prompts, two samples each; prompt 0 has demonstrations [0, 2], prompt 1 has [5, 5, 8].
     values = torch.tensor([[0.0], [2.0], [5.0], [7.0]])
@@ -220,8 +220,8 @@ def test_several_demos_fields_by_hand():
 
 @pytest.mark.slow
 def test_match_spread_trains_and_refuses_single_demonstrations(tmp_path, tiny_config):
-    from rcfd.components import build_components
-    from rcfd.objectives import with_second_moments
+    from rcfd.train.components import build_components
+    from rcfd.train.objectives import with_second_moments
 
     assert with_second_moments(torch.tensor([[2.0], [-3.0]])).tolist() == [[2.0, 4.0], [-3.0, 9.0]]
     spread = ["objective.name=rcfd-mean", "objective.match_spread=true", "train.num_generations=2",

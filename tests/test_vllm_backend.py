@@ -8,8 +8,8 @@ from transformers import AutoModelForCausalLM
 
 from rcfd.config import GenerationConfig, load_config
 from rcfd.errors import RcfdError
-from rcfd.rollout import eos_token_ids, generate
-from rcfd.vllm_rollout import import_vllm, rollout_from_token_lists
+from rcfd.train.rollout import eos_token_ids, generate
+from rcfd.train.vllm_rollout import import_vllm, rollout_from_token_lists
 
 
 def test_token_lists_pad_like_transformers_generate(tiny_path, tiny_tokenizer):

@@ -15,14 +15,14 @@ __version__ = "0.1.0"
 
 from .config import Config, load_config, make_config, packaged_config  # noqa: E402
 from .errors import NonFiniteError, RcfdError  # noqa: E402
-from .objectives import calibrated, kl_penalized, objective_values, rcfd, weighted, whiten  # noqa: E402
+from .train.objectives import calibrated, kl_penalized, objective_values, rcfd, weighted, whiten  # noqa: E402
 from .tasks import TASKS, Task, get_task  # noqa: E402
 
 
 def __getattr__(name):
     # Heavy modules (transformers, peft) load on first use so `import rcfd` stays fast.
     if name in ("Trainer", "run_training"):
-        from . import trainer
+        from .train import trainer
 
         return getattr(trainer, name)
     if name in ("LogLikelihoodReward", "CallableReward", "RewardStack", "build_rewards"):
@@ -34,27 +34,27 @@ def __getattr__(name):
 
         return RCfDReward
     if name == "evaluate":
-        from .evaluate import evaluate
+        from .eval.evaluate import evaluate
 
         return evaluate
     if name == "run_sweep":
-        from .sweep import run_sweep
+        from .plans.sweep import run_sweep
 
         return run_sweep
     if name == "build_report":
-        from .html_report import build_report
+        from .report.html import build_report
 
         return build_report
     if name in ("Components", "build_components", "load_trained"):
-        from . import components
+        from .train import components
 
         return getattr(components, name)
     if name == "RunDir":
-        from .rundir import RunDir
+        from .train.rundir import RunDir
 
         return RunDir
     if name in ("run_sft", "run_dpo"):
-        from . import baselines
+        from .train import baselines
 
         return getattr(baselines, name)
     raise AttributeError(f"module 'rcfd' has no attribute {name!r}")

@@ -54,7 +54,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _demo_runs() -> str:
-    from .demo import RUN_HELP, RUNS
+    from .plans.demo import RUN_HELP, RUNS
 
     return ", ".join(f"{name} ({RUN_HELP[name]})" if name in RUN_HELP else name for name in RUNS)
 
@@ -71,7 +71,7 @@ def _choices() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .demo import DEFAULT_RUNS
+    from .plans.demo import DEFAULT_RUNS
 
     parser = argparse.ArgumentParser(
         prog="rcfd",
@@ -269,8 +269,8 @@ def _overrides(args) -> list[str]:
 
 def cmd_train(args) -> int:
     from .config import load_config
-    from .rundir import RunDir
-    from .trainer import run_training
+    from .train.rundir import RunDir
+    from .train.trainer import run_training
 
     if args.resume is not None:
         run = args.resume
@@ -284,7 +284,7 @@ def cmd_train(args) -> int:
     trainer, summary = run_training(config, out, resume=resume, progress=not args.quiet,
                                     evaluate_after=not args.no_eval)
     trainer.procs.close()  # under `accelerate launch`: leave the process group together, then exit
-    from .report import print_table
+    from .report.tables import print_table
 
     if not summary:  # a non-main process under `accelerate launch`: the main one reports
         return 0
@@ -296,10 +296,10 @@ def cmd_train(args) -> int:
 
 def cmd_eval(args) -> int:
     """Evaluate a run's trained policy (final/, else its newest checkpoint); the run is only read."""
-    from .components import load_trained
-    from .evaluate import evaluate_components
+    from .train.components import load_trained
+    from .eval.evaluate import evaluate_components
     from .files import write_json
-    from .report import print_table
+    from .report.tables import print_table
 
     run = load_trained(args.run, progress=not args.quiet, base=args.base)
     dataset = None
@@ -329,7 +329,7 @@ def cmd_config(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .demo import DEFAULT_RUNS, run_demo
+    from .plans.demo import DEFAULT_RUNS, run_demo
 
     from .tasks import get_task
 
@@ -339,7 +339,7 @@ def cmd_demo(args) -> int:
         runs = DEFAULT_RUNS if args.config else get_task(args.task or "wiki-continuation").demo_runs
     common = dict(config_path=_task_config(args), steps=args.steps, overrides=args.overrides, runs=runs)
     if args.seeds is not None:
-        from .seeds import parse_seeds, run_seeds
+        from .plans.seeds import parse_seeds, run_seeds
 
         run_seeds(args.out, parse_seeds(args.seeds), task=args.task if not args.config else None,
                   progress=not args.quiet, **common)
@@ -350,7 +350,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from .sweep import run_sweep
+    from .plans.sweep import run_sweep
 
     run_sweep(args.out, config_path=_task_config(args), grids=args.grid, with_rcfd=args.with_rcfd, seed=args.seed,
               steps=args.steps, overrides=args.overrides, progress=not args.quiet, task=args.task)
@@ -358,7 +358,7 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .html_report import build_report
+    from .report.html import build_report
 
     out = build_report(args.dirs, args.out, threshold=args.threshold, title=args.title)
     print(f"report written to {out} (figures in {out.with_name(out.stem + '_figures')})")
@@ -392,9 +392,9 @@ def cmd_reward_model(args) -> int:
 
 
 def cmd_target_model(args) -> int:
-    from .components import build_components
+    from .train.components import build_components
     from .config import load_config
-    from .targets import describe_fit, train_target_model
+    from .train.targets import describe_fit, train_target_model
 
     config = load_config(_task_config(args), list(args.overrides))
     components = build_components(config, progress=not args.quiet, with_demo_rewards=False)
@@ -406,9 +406,9 @@ def cmd_target_model(args) -> int:
 
 
 def cmd_baseline(args) -> int:
-    from .baselines import run_dpo, run_sft
+    from .train.baselines import run_dpo, run_sft
     from .config import load_config
-    from .report import print_table
+    from .report.tables import print_table
 
     config = load_config(_task_config(args), _overrides(args))
     options = dict(epochs=args.epochs, learning_rate=args.learning_rate, progress=not args.quiet)
@@ -423,7 +423,7 @@ def cmd_baseline(args) -> int:
 
 def cmd_serve(args) -> int:
     from .config import load_config
-    from .serve import serve
+    from .integrations.serve import serve
 
     config = load_config(_task_config(args), args.overrides)
     serve(config, host=args.host, port=args.port, labels=args.labels, cache_file=args.cache_file,

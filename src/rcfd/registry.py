@@ -2,8 +2,8 @@
 
 Config validation, error messages, ``--help`` text and docs/reference/config.md read these tables; the
 implementing modules key their implementations by the same names (``rcfd.rewards.BUILDERS``,
-``rcfd.objectives.OBJECTIVE_FUNCTIONS``, ``rcfd.objectives.ESTIMATORS``, ``rcfd.objectives.SCALES``,
-``rcfd.tracking.BUILDERS``), and a test checks that the two agree. Kept free of torch so that
+``rcfd.train.objectives.OBJECTIVE_FUNCTIONS``, ``rcfd.train.objectives.ESTIMATORS``, ``rcfd.train.objectives.SCALES``,
+``rcfd.train.tracking.BUILDERS``), and a test checks that the two agree. Kept free of torch so that
 ``import rcfd`` and config validation stay fast.
 """
 

@@ -17,7 +17,7 @@ class Task:
     name: str
     description: str
     config: str  # name of a packaged config (src/rcfd/configs/NAME.yaml)
-    demo_runs: tuple = ("beta0", "kl", "rcfd")  # what `rcfd demo --task NAME` trains (see rcfd.demo.RUNS)
+    demo_runs: tuple = ("beta0", "kl", "rcfd")  # what `rcfd demo --task NAME` trains (see rcfd.plans.demo.RUNS)
 
     @property
     def config_path(self) -> Path:

@@ -9,8 +9,8 @@ from accelerate.utils import gather_object
 import torch
 
 from rcfd.config import load_config
-from rcfd.objectives import prompt_gaps, rcfd_batch_advantages
-from rcfd.trainer import Trainer, step_rows
+from rcfd.train.objectives import prompt_gaps, rcfd_batch_advantages
+from rcfd.train.trainer import Trainer, step_rows
 from rcfd_testing import leave
 
 config_path, out = sys.argv[1], sys.argv[2]

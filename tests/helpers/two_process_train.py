@@ -5,7 +5,7 @@ import json
 import sys
 
 from rcfd.config import load_config
-from rcfd.trainer import run_training
+from rcfd.train.trainer import run_training
 from rcfd_testing import leave
 
 config_path, out = sys.argv[1], sys.argv[2]

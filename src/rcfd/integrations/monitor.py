@@ -3,7 +3,7 @@
 Every ``every`` optimizer steps, :class:`CalibrationMonitor` samples completions for a fixed set of
 held-out prompts with the trainer's current model, scores them with the given rewards and logs, through
 the trainer's own logging (console, TensorBoard, W&B, ``state.log_history``), the diagnostics of
-``rcfd eval`` — computed by the same function, :func:`rcfd.evaluate.evaluate`:
+``rcfd eval`` — computed by the same function, :func:`rcfd.eval.evaluate.evaluate`:
 
     calibration/reward_z            (mean reward − demonstrations' mean) / demonstrations' std
     calibration/alignment           histogram KL between demonstrations' and samples' rewards
@@ -36,7 +36,7 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 from ..errors import RcfdError
-from ..metrics import demo_z, relative
+from ..eval.metrics import demo_z, relative
 from ..rewards.base import RewardStack, check_finite
 from ..rewards.callable import as_reward
 
@@ -61,7 +61,7 @@ def reward_stack(rewards) -> RewardStack:
 
 
 def monitor_metrics(measured: dict, names: list[str]) -> dict[str, float]:
-    """The logged ``calibration/…`` figures from an :func:`rcfd.evaluate.evaluate` result."""
+    """The logged ``calibration/…`` figures from an :func:`rcfd.eval.evaluate.evaluate` result."""
     out = {
         "reward_z": demo_z(measured["reward_mean"], measured["demo_reward_mean"], measured["demo_reward_std"]),
         "reward_mean": measured["reward_mean"], "demo_reward_mean": measured["demo_reward_mean"],
@@ -165,7 +165,7 @@ class CalibrationMonitor(TrainerCallback):
         """Sample, score and return the ``calibration/…`` figures of the trainer's current model."""
         import datasets
 
-        from ..evaluate import evaluate
+        from ..eval.evaluate import evaluate
 
         model, reference = self._model_and_reference()
         tokenizer = self.trainer.processing_class

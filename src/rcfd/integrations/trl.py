@@ -6,11 +6,11 @@ TRL calls a reward function as ``f(prompts=..., completions=..., **columns)`` wh
 the other dataset columns, one value per completion. :class:`RCfDReward` reads the human
 demonstration from such a column, scores it with the same base rewards, and returns
 −(R(x, y) − R(x, y_demo))² per completion (K rewards: each calibrated term whitened over the batch,
-then summed — as in :func:`rcfd.objectives.rcfd`). Demonstration rewards are computed once per
+then summed — as in :func:`rcfd.train.objectives.rcfd`). Demonstration rewards are computed once per
 (prompt, demonstration) and kept in memory and, with ``cache_file``, on disk across runs.
 
 ``objective="rcfd-batch"`` (an extension, docs/design.md) calibrates the batch's mean reward instead:
-each completion gets rcfd's unbiased advantage −ḡ_{−x}(R_i − R̄_{−i}) (:func:`rcfd.objectives.
+each completion gets rcfd's unbiased advantage −ḡ_{−x}(R_i − R̄_{−i}) (:func:`rcfd.train.objectives.
 rcfd_batch_advantages`; ḡ_{−x}: the mean gap to the demonstrations of the call's other prompts).
 Its group mean is zero, so GRPO's group-mean baseline leaves it as it is; use it with
 ``GRPOConfig(scale_rewards="none")`` so its size, which shrinks as the run reaches its target, is kept.
@@ -38,7 +38,7 @@ import torch
 
 from ..errors import RcfdError
 from ..files import append_jsonl
-from ..objectives import rcfd, rcfd_batch_advantages
+from ..train.objectives import rcfd, rcfd_batch_advantages
 from ..rewards.base import RewardStack, check_finite
 from ..rewards.callable import as_reward
 from .monitor import CalibrationMonitor

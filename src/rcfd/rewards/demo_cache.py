@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from ..data import fingerprint
 from ..files import save_torch
-from ..logprobs import decode_completions, encode_pairs
+from ..train.logprobs import decode_completions, encode_pairs
 from ..paths import cache_dir
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..logprobs import encode_pairs
+from ..train.logprobs import encode_pairs
 
 
 class LengthReward:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from ..logprobs import encode_pairs, reference_logprobs
+from ..train.logprobs import encode_pairs, reference_logprobs
 
 
 def loglik_statistic(ref_logprobs: torch.Tensor, mask: torch.Tensor, statistic: str = "mean") -> torch.Tensor:

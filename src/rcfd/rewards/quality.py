@@ -24,7 +24,7 @@ def packaged_minilm() -> str:
 class SentenceEncoder:
     """Sentence embeddings: mean pooling over tokens, L2-normalized (sentence-transformers' recipe for
     all-MiniLM-L6-v2, the packaged default). Used by ``similarity`` and by target models
-    (:mod:`rcfd.targets`)."""
+    (:mod:`rcfd.train.targets`)."""
 
     def __init__(self, model_name: str | None = None, batch_size: int = 32, field: str = "reward.embedding_model"):
         from transformers import AutoModel, AutoTokenizer

@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import torch
 
-from .. import metrics as M
-from ..logprobs import completion_logits, encode_pairs, per_micro_batch, reference_context, reference_model
+from ..eval import metrics as M
+from ..train.logprobs import completion_logits, encode_pairs, per_micro_batch, reference_context, reference_model
 
 
 class RepetitionReward:

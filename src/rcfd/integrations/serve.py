@@ -28,10 +28,10 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import reward_columns
-from .errors import RcfdError
-from .objectives import rcfd
-from .rewards.base import check_finite
+from ..config import reward_columns
+from ..errors import RcfdError
+from ..train.objectives import rcfd
+from ..rewards.base import check_finite
 
 PATH = "/get_reward"
 FIELDS = ("query", "prompts", "labels")
@@ -229,9 +229,9 @@ def build_app(service: RewardService, *, max_body_bytes: int = 16 << 20, max_bat
 def reward_from_config(config, cache_file=None, progress: bool = True):
     """An RCfDReward over the base rewards of ``config`` (reward.names and reward.calibrate_also, with its
     model for loglik)."""
-    from .integrations.trl import RCfDReward
-    from .models import load_policy
-    from .rewards import build_rewards
+    from .trl import RCfDReward
+    from ..models import load_policy
+    from ..rewards import build_rewards
 
     c = config
     if c.train.threads:

@@ -10,9 +10,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import RcfdError
-from .metric_names import upgrade_record
-from .rundir import RunDir
+from ..errors import RcfdError
+from ..eval.metric_names import upgrade_record
+from ..train.rundir import RunDir
 
 
 @dataclass

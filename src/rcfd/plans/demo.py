@@ -4,7 +4,7 @@ Runs: ``beta0`` (maximize the reward), ``kl`` (R − β·KL, the paper's β 0.1 
 ``rcfd`` (the preset's RCfD objective: ``rcfd-batch`` on use cases 1 and 2, the paper's −(R − R_demo)² on use case 3,
 against predicted targets and keeping the step closest to the demonstrations on validation prompts;
 ``rcfd-paper`` forces the paper's, with one completion per prompt and the whitened advantage), plus the
-baselines and multi-reward runs of :data:`RUNS`. The plan runs like a sweep (:func:`rcfd.sweep.run_plan`):
+baselines and multi-reward runs of :data:`RUNS`. The plan runs like a sweep (:func:`rcfd.plans.sweep.run_plan`):
 each run in ``DIR/NAME``, the base model in ``DIR/base``, the record in ``DIR/sweep.json``; rerunning the
 same command reads finished runs back instead of redoing them, and refuses a directory made with other
 settings.
@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import RcfdError
-from .report import print_samples, print_table
+from ..errors import RcfdError
+from ..report.tables import print_samples, print_table
 from .sweep import PlannedRun, plan_metrics, run_plan
 
 LAST_STEP = ("train.load_best_model_at_end=false", "train.eval_every=0")
@@ -26,7 +26,7 @@ RUNS = {
     "rcfd": PlannedRun("rcfd"),  # the preset's own RCfD objective and estimator
     "rcfd-paper": PlannedRun("rcfd-paper", ["objective.name=rcfd", "train.num_generations=1",
                                             "train.advantage=whiten", "train.advantage_scale=none"]),
-    # Baselines from demonstrations / preferences (rcfd.baselines, TRL's trainers), not RL objectives.
+    # Baselines from demonstrations / preferences (rcfd.train.baselines, TRL's trainers), not RL objectives.
     "sft": PlannedRun("sft", trainer="sft"),
     "dpo": PlannedRun("dpo", trainer="dpo"),  # needs data.preference_source
     # Multi-reward tasks (quality + length): quality alone, and the weighted baseline's α sweep.

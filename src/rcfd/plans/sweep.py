@@ -18,10 +18,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import load_config
-from .errors import RcfdError
-from .files import write_json
-from .rundir import RunDir
+from ..config import load_config
+from ..errors import RcfdError
+from ..files import write_json
+from ..train.rundir import RunDir
 
 SHORTHANDS = {
     # grid key -> overrides for one value v (the paper's two swept baselines)
@@ -34,7 +34,7 @@ SHORTHANDS = {
 class PlannedRun:
     name: str
     overrides: list[str] = field(default_factory=list)
-    trainer: str = "rl"  # rl (rcfd.trainer) | sft | dpo (rcfd.baselines, TRL's trainers)
+    trainer: str = "rl"  # rl (rcfd.train.trainer) | sft | dpo (rcfd.train.baselines, TRL's trainers)
 
 
 RCFD_RUN = PlannedRun("rcfd", ["objective.name=rcfd"])
@@ -108,10 +108,10 @@ def check_same_config(config, run_dir: Path) -> None:
 def _train(trainer: str, config, run_dir: Path, resume: bool, progress: bool):
     """(trainer object or None, summary) of one run; ``trainer`` says what trains it."""
     if trainer == "rl":
-        from .trainer import run_training
+        from ..train.trainer import run_training
 
         return run_training(config, run_dir, resume=resume, progress=progress)
-    from . import baselines  # sft, dpo: TRL's trainers, no checkpoints to resume
+    from ..train import baselines  # sft, dpo: TRL's trainers, no checkpoints to resume
 
     return None, getattr(baselines, f"run_{trainer}")(config, run_dir, progress=progress)
 
@@ -130,8 +130,8 @@ def run_or_load(config, run_dir: Path, progress: bool, trainer: str = "rl"):
 
 def evaluate_base(config, trainer, progress: bool) -> dict:
     """Held-out metrics of the reference model, with the evaluation settings of ``config``."""
-    from .components import build_components
-    from .evaluate import evaluate_components
+    from ..train.components import build_components
+    from ..eval.evaluate import evaluate_components
 
     t0 = time.perf_counter()
     if trainer is not None:
@@ -211,7 +211,7 @@ def run_sweep(out, *, config_path, grids: list[str], with_rcfd: bool = False, se
     record = run_plan(out, plan, config_path=config_path, kind="sweep", seed=seed, steps=steps,
                       overrides=overrides, progress=progress, task=task)
     if progress:
-        from .report import print_table
+        from ..report.tables import print_table
 
         print()
         print_table(plan_metrics(record, plan))

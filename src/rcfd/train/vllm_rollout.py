@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import RcfdError
+from ..errors import RcfdError
 from .logprobs import Rollout, decode_completions
 from .rollout import completion_mask, eos_token_ids
 
@@ -86,7 +86,7 @@ class VLLMGenerator:
             self.llm.reset_prefix_cache()  # cached prompt KV was computed with the old weights
 
     def __call__(self, policy, prompts: list[str], max_new_tokens: int | None = None):
-        """Same return shape as :func:`rcfd.rollout.generate`: (rollout, texts, None)."""
+        """Same return shape as :func:`rcfd.train.rollout.generate`: (rollout, texts, None)."""
         self.sync(policy)
         max_new = max_new_tokens or self.gen_cfg.max_new_tokens
         params = self.vllm.SamplingParams(temperature=self.gen_cfg.temperature, top_p=self.gen_cfg.top_p,

@@ -18,8 +18,8 @@ import torch
 from tqdm.auto import tqdm
 
 from . import metrics as M
-from .logprobs import Rollout, encode_pairs, reference_context, reference_logprobs
-from .rollout import generate, group_rows
+from ..train.logprobs import Rollout, encode_pairs, reference_context, reference_logprobs
+from ..train.rollout import generate, group_rows
 
 
 def _position_loglik(policy, reference, rollout: Rollout, micro) -> list[list[float]]:
@@ -190,9 +190,9 @@ def sample_table(prompts, texts, values, n: int = 3) -> list[dict]:
 
 def evaluate_components(components, config, *, base: bool = False, dataset=None, demo_values=None,
                         progress: bool = True) -> dict:
-    """:func:`evaluate` on a run's components (:mod:`rcfd.components`): its held-out split unless
+    """:func:`evaluate` on a run's components (:mod:`rcfd.train.components`): its held-out split unless
     ``dataset`` is given, the demonstrations' rewards computed (or read from the cache) unless given."""
-    from .rewards.demo_cache import demo_rewards, every_demo_rewards
+    from ..rewards.demo_cache import demo_rewards, every_demo_rewards
 
     c = components
     dataset = c.eval_ds if dataset is None else dataset

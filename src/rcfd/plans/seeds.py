@@ -16,9 +16,9 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import RcfdError
-from .files import write_json
-from .metrics import demo_z, relative
+from ..errors import RcfdError
+from ..files import write_json
+from ..eval.metrics import demo_z, relative
 
 # Figures per run, from a run's held-out metrics (summary.json).
 FIGURES: dict[str, Callable[[dict], float]] = {

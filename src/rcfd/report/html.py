@@ -1,6 +1,6 @@
 """``rcfd report``: one self-contained HTML file (figures embedded as PNG) plus the PNGs themselves.
 
-Sections: the paper's figures (:mod:`rcfd.plots`), a metrics table, samples of every method on the
+Sections: the paper's figures (:mod:`rcfd.report.plots`), a metrics table, samples of every method on the
 same held-out prompts, and a compute-to-solution table: what RCfD's single run cost to reach an
 alignment threshold against what the β/α sweep cost to find a value as good.
 """
@@ -13,9 +13,9 @@ import io
 import math
 from pathlib import Path
 
-from .errors import RcfdError
-from .files import write_text
-from .report import COLUMNS, demo_row
+from ..errors import RcfdError
+from ..files import write_text
+from .tables import COLUMNS, demo_row
 from .results import load_results
 
 FIGURES = [
@@ -141,7 +141,7 @@ def seeds_section(path: Path, fig_dir: Path) -> str:
     import json
 
     from . import plots
-    from .seeds import format_seeds_table
+    from ..plans.seeds import format_seeds_table
 
     record = json.loads((path / "seeds.json").read_text())
     png = _png(plots.seed_strips(record))

@@ -4,11 +4,11 @@ One step, top to bottom (:meth:`Trainer.step`):
   1. sample k = train.num_generations completions per prompt from π_θ (temperature 1), keeping their
      token log-probs (rows i·k … i·k + k − 1 belong to one prompt);
   2. score with the reference (log π_0 per token) and the rewards R [B, K];
-  3. objective: R (β = 0), R − β·Σ log π_θ/π_0, RCfD −(R − R_demo)², …  (:mod:`rcfd.objectives`);
+  3. objective: R (β = 0), R − β·Σ log π_θ/π_0, RCfD −(R − R_demo)², …  (:mod:`rcfd.train.objectives`);
   4. advantage: the paper's whitened batch baseline (obj − mean_batch)/std_batch, or a group estimator
      (leave-one-out, GRPO's) chosen by train.advantage;
   5. loss = −mean_seq mean_t min(ρ_t A, clip(ρ_t, 1−ε, 1+ε) A), ρ_t = π_θ(y_t)/π_old(y_t) (PPO;
-     :func:`rcfd.objectives.ppo_clip_loss`), minibatches of whole groups;
+     :func:`rcfd.train.objectives.ppo_clip_loss`), minibatches of whole groups;
   6. with train.max_step_kl, a trust region: the update is halved until KL(π_old ‖ π_θ) on the step's
      completions is within the bound (:meth:`Trainer.limit_step`).
 """
@@ -27,25 +27,25 @@ import torch
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
-from . import metric_names as N
-from . import metrics as M
-from .config import Config, reward_columns
+from ..eval import metric_names as N
+from ..eval import metrics as M
+from ..config import Config, reward_columns
 from .components import DEMO_OBJECTIVES, Components, build_components
-from .data import validation_dataset
+from ..data import validation_dataset
 from .distributed import Processes
-from .errors import NonFiniteError, RcfdError
-from .evaluate import evaluate, evaluate_components
-from .files import append_jsonl, save_torch
+from ..errors import NonFiniteError, RcfdError
+from ..eval.evaluate import evaluate, evaluate_components
+from ..files import append_jsonl, save_torch
 from .logprobs import decode_completions, reference_logprobs, token_and_stop_logprobs, token_logprobs
-from .models import describe
+from ..models import describe
 from .objectives import (ADVANTAGE_OBJECTIVES, advantages_from, beta_at, objective_in_batch_units, objective_values,
                          pool_gaps, ppo_clip_loss, prompt_gaps, sampled_kl, stop_branch_advantages, stop_branch_loss,
                          with_second_moments)
-from .rewards.base import check_finite
-from .rewards.demo_cache import demo_rewards
+from ..rewards.base import check_finite
+from ..rewards.demo_cache import demo_rewards
 from .rundir import DEMO_REWARDS, METRICS, SAMPLES, RunDir
 from .targets import spread_matched, target_variance
-from .weight_average import AVERAGE_FILE, BEST_FILE, BestWeights, WeightAverage
+from .best_step import AVERAGE_FILE, BEST_FILE, BestWeights, WeightAverage
 from .rollout import eos_token_ids, generate, group_rows, stop_prefixes
 
 
@@ -123,7 +123,7 @@ class Trainer:
 
     def __init__(self, config: Config, out_dir, *, resume: bool = False, progress: bool = True,
                  components: Components | None = None):
-        """``components`` (policy, data, rewards, ...) default to :func:`rcfd.components.build_components`
+        """``components`` (policy, data, rewards, ...) default to :func:`rcfd.train.components.build_components`
         of ``config``; pass them to train something built elsewhere."""
         self.config = config
         c = config
@@ -166,7 +166,7 @@ class Trainer:
         self.model_id = c.model.name
         self.vllm = None
         if c.generation.backend == "vllm":
-            from .models import resolve_model_path
+            from ..models import resolve_model_path
             from .vllm_rollout import VLLMGenerator
 
             self.vllm = VLLMGenerator(self.policy, self.tokenizer, resolve_model_path(c.model.name), c.model,

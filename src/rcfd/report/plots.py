@@ -1,4 +1,4 @@
-"""The paper's figures with matplotlib, from :mod:`rcfd.results` records.
+"""The paper's figures with matplotlib, from :mod:`rcfd.report.results` records.
 
 * :func:`reward_distributions` — Figure 3 (left): each method's held-out reward histogram against the
   demonstrations', means marked.
@@ -17,7 +17,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from . import metric_names as N  # noqa: E402
+from ..eval import metric_names as N  # noqa: E402
 
 DEMO_COLOR, BASE_COLOR, RCFD_COLOR = "black", "0.55", "tab:red"
 FAMILY_MAPS = {"beta": plt.cm.Blues, "alpha": plt.cm.Greens}
@@ -178,7 +178,7 @@ SEED_PANELS = [("reward_z", (-0.25, 0.25, 1.0)), ("alignment", (0.15,)), ("disti
 
 def seed_strips(record: dict):
     """One panel per figure: every seed's value for every run (dots), their mean (bar), check lines dashed."""
-    from .seeds import FIGURE_LABELS
+    from ..plans.seeds import FIGURE_LABELS
 
     runs = list(record["runs"])
     fig, axes = plt.subplots(1, len(SEED_PANELS), figsize=(3.2 * len(SEED_PANELS), 3.4))

@@ -20,8 +20,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import RcfdError
-from .files import write_json, write_text
+from ..errors import RcfdError
+from ..files import write_json, write_text
 
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
@@ -113,7 +113,7 @@ class RunDir:
 
     def read_config(self, overrides=()):
         """The run's resolved config (a :class:`rcfd.config.Config`); a one-line error if there is none."""
-        from .config import make_config
+        from ..config import make_config
 
         data = self.read_config_dict()
         if data is None:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from .errors import RcfdError
-from .registry import TRACKERS
+from ..errors import RcfdError
+from ..registry import TRACKERS
 
 
 

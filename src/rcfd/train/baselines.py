@@ -14,7 +14,7 @@ import json
 import time
 from pathlib import Path
 
-from .errors import RcfdError
+from ..errors import RcfdError
 from .rundir import RunDir
 
 
@@ -51,7 +51,7 @@ def _trl_args(config, out_dir, name: str, *, epochs, learning_rate, progress) ->
 
 def _finish(run, components, config, trl_trainer, name: str, t0: float, extra: dict, progress: bool) -> dict:
     """Write TRL's log, export the policy, evaluate it like an RL run, write ``summary.json``."""
-    from .evaluate import evaluate_components
+    from ..eval.evaluate import evaluate_components
 
     (run.path / f"{name}_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in trl_trainer.state.log_history))
     components = dataclasses.replace(components, policy=trl_trainer.model)
@@ -88,7 +88,7 @@ def run_dpo(config, out_dir, *, epochs: float = 1.0, learning_rate: float = 5e-5
     The DPO reference is the initial policy: with LoRA, TRL keeps a frozen copy of the (zero-initialized)
     adapter; with full fine-tuning, the RL run's reference model.
     """
-    from .data import load_preference_pairs
+    from ..data import load_preference_pairs
 
     trl = _trl()
     pairs = load_preference_pairs(config.data)  # before loading models: a bad source fails fast

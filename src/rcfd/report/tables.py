@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .metrics import demo_z
+from ..eval.metrics import demo_z
 
 
 COLUMNS = [

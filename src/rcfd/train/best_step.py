@@ -35,7 +35,7 @@ def copy_into(model, weights: dict[str, torch.Tensor]) -> None:
 def save_weights(weights: dict[str, torch.Tensor], path) -> Path:
     from safetensors.torch import save_file
 
-    from .files import replaced_atomically
+    from ..files import replaced_atomically
 
     with replaced_atomically(path) as tmp:
         save_file({n: v.contiguous() for n, v in weights.items()}, tmp)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import RcfdError
+from ..errors import RcfdError
 
 EMBEDDERS = ("minilm", "policy")
 RIDGES = (0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0)
@@ -115,7 +115,7 @@ class TargetModel:
     def save(self, out) -> Path:
         from safetensors.torch import save_file
 
-        from .files import replaced_atomically, write_json
+        from ..files import replaced_atomically, write_json
 
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
@@ -154,7 +154,7 @@ def embed_prompts(prompts: list[str], embedder: str, *, policy=None, reference=N
     """[N, D] prompt features: ``minilm`` sentence embeddings, or the base model's (``policy`` with its
     adapters off, or ``reference``) last hidden state averaged over each prompt's tokens."""
     if embedder == "minilm":
-        from .rewards.quality import SentenceEncoder
+        from ..rewards.quality import SentenceEncoder
 
         return SentenceEncoder(field="the target model's embedder")(list(prompts))
     if embedder != "policy":
@@ -201,7 +201,7 @@ def fit_target_model(components, config, *, embedder: str = "minilm", heldout_fr
                      seed: int = 0, progress: bool = True) -> TargetModel:
     """Fit a target model on the training prompts that have a demonstration (the target of a prompt with
     several is their mean reward), with the rewards and models of ``components``."""
-    from .data import has_demonstration
+    from ..data import has_demonstration
 
     if embedder not in EMBEDDERS:
         raise RcfdError(f"unknown --embedder '{embedder}'; choose one of {', '.join(EMBEDDERS)}")
@@ -240,7 +240,7 @@ def demonstration_targets(rewards, dataset, tokenizer, max_tokens: int, *, secon
                           progress: bool = True) -> torch.Tensor:
     """[N, K] mean reward of each row's demonstrations (one or several; every row needs one), and with
     ``second_moment`` [N, 2K]: the mean of R and the mean of R² over them."""
-    from .rewards.demo_cache import every_demo_rewards
+    from ..rewards.demo_cache import every_demo_rewards
 
     values, counts = every_demo_rewards(rewards, dataset, tokenizer, max_tokens, desc="demonstration rewards (train)",
                                         progress=progress)
@@ -254,8 +254,8 @@ def demonstration_targets(rewards, dataset, tokenizer, max_tokens: int, *, secon
 def training_targets(config, components, progress: bool = True) -> torch.Tensor:
     """[N, K] what the RCfD objectives calibrate each training prompt to (``objective.target``); [N, 2K] with
     ``objective.match_spread`` (targets for R and R²)."""
-    from .data import has_demonstration
-    from .rewards.base import check_finite
+    from ..data import has_demonstration
+    from ..rewards.base import check_finite
 
     c, ds = config, components.train_ds
     has = has_demonstration(ds)

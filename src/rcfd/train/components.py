@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import reward_columns
-from .errors import RcfdError
+from ..config import reward_columns
+from ..errors import RcfdError
 from .rundir import RunDir
 
 DEMO_OBJECTIVES = ("rcfd", "rcfd-mean", "rcfd-batch")  # objectives that train towards R(x, y_demo)
@@ -46,9 +46,9 @@ def build_components(config, *, rank: int = 0, world: int = 1, progress: bool = 
 
     ``demo_rewards_from`` is a saved copy of the demonstration rewards (a resumed run's own);
     ``with_demo_rewards`` defaults to whether the objective trains towards them."""
-    from .data import build_datasets
-    from .models import load_policy
-    from .rewards import build_rewards
+    from ..data import build_datasets
+    from ..models import load_policy
+    from ..rewards import build_rewards
     from .targets import training_targets
 
     c = config

@@ -1,0 +1,1 @@
+"""Held-out evaluation: the metrics that make reward over-optimization visible."""

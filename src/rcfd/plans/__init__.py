@@ -1,0 +1,1 @@
+"""Many runs at once: sweeps, the demo plan and seeds."""

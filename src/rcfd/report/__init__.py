@@ -1,0 +1,1 @@
+"""Reading runs back: tables, figures and the HTML report."""
