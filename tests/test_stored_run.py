@@ -1,5 +1,8 @@
-"""Same config and seed give the same numbers as a tiny-model run stored before the code was
-reorganized (tests/data/*/metrics.jsonl, written under the old metric names), read under today's."""
+"""Same config and seed give the same numbers as tiny-model runs stored before the code was
+reorganized: tests/data/*/metrics.jsonl (written under the old metric names, read under today's) and
+tests/data/stored/*/ (metrics.jsonl and summary.json of eight objectives and options, written at 66bf1ca
+before the objectives became objects and the investigation options left); the presets resolve to the
+values they had then."""
 
 import json
 from pathlib import Path
@@ -7,13 +10,29 @@ from pathlib import Path
 import pytest
 
 from rcfd.cli import main
+from rcfd.config import load_config
 from rcfd.eval.metric_names import upgrade_record
+from rcfd.tasks import TASKS
 
 DATA = Path(__file__).parent / "data"
+STORED = sorted(p.name for p in (DATA / "stored").iterdir() if p.is_dir())
+TIMINGS = {"train_seconds", "wall_seconds"}
 
 
 def _records(path):
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _same(new, old, where):
+    if isinstance(old, list):
+        assert len(new) == len(old), where
+        for i, (a, b) in enumerate(zip(new, old)):
+            _same(a, b, f"{where}[{i}]")
+    elif isinstance(old, float):
+        # equal on the machine that stored them; a tolerance for another CPU's float rounding
+        assert new == pytest.approx(old, rel=1e-4, abs=1e-5, nan_ok=True), where
+    else:
+        assert new == old, where
 
 
 @pytest.mark.parametrize("stored", ["tiny-run", "tiny-run-k4"])
@@ -25,8 +44,40 @@ def test_a_stored_run_is_reproduced(tmp_path, stored):
     assert [sorted(r) for r in got] == [sorted(r) for r in expected]  # the same metrics, under today's names
     for new, old in zip(got, expected):
         for key, value in old.items():
-            # equal on the machine that stored them; a tolerance for another CPU's float rounding
-            assert new[key] == pytest.approx(value, rel=1e-4, abs=1e-5), (new["step"], key)
+            _same(new[key], value, (new["step"], key))
+
+
+@pytest.mark.parametrize("stored", STORED)
+def test_each_objective_and_option_writes_what_it_wrote_before(tmp_path, stored):
+    """The stored config.yaml names every field of the old code, the removed ones at their neutral values."""
+    run = tmp_path / stored
+    assert main(["train", "--config", str(DATA / "stored" / stored / "config.yaml"), "--out", str(run), "--quiet"]) == 0
+    expected = _records(DATA / "stored" / stored / "metrics.jsonl")
+    got = _records(run / "metrics.jsonl")
+    assert [sorted(r) for r in got] == [sorted(r) for r in expected]
+    for new, old in zip(got, expected):
+        for key, value in old.items():
+            _same(new[key], value, (stored, new["step"], key))
+    summary = json.loads((run / "summary.json").read_text())
+    old_summary = json.loads((DATA / "stored" / stored / "summary.json").read_text())
+    assert sorted(summary) == sorted(old_summary)
+    for key in set(old_summary) - TIMINGS:
+        _same(summary[key], old_summary[key], (stored, key))
+
+
+def test_presets_resolve_to_the_values_they_had():
+    before = json.loads((DATA / "stored" / "preset-configs.json").read_text())
+    assert sorted(before) == sorted(TASKS)
+    for name, task in TASKS.items():
+        now = load_config(task.config_path).to_dict()
+        for section, fields in before[name].items():
+            for key, value in fields.items():
+                if key in now[section]:
+                    assert now[section][key] == value, (name, section, key)
+                else:  # a removed field: the preset had it at today's behaviour
+                    from rcfd.config import REMOVED_FIELDS
+
+                    assert REMOVED_FIELDS[f"{section}.{key}"][0] == value, (name, section, key)
 
 
 def test_old_names_map_to_namespaced_ones():

@@ -16,7 +16,8 @@ import yaml
 
 from .errors import RcfdError
 
-from .registry import ADVANTAGE_SCALES, ADVANTAGES, ALL as REGISTRIES, LOSS_TYPES, OBJECTIVES, REWARDS, STOP_CREDITS, TRACKERS
+from .registry import (ADVANTAGES, ALL as REGISTRIES, BACKENDS, LOSS_TYPES, LR_SCHEDULERS, OPTIMIZERS, REWARDS, TARGETS,
+                       TRACKERS)
 
 
 @dataclass
@@ -142,37 +143,12 @@ class ObjectiveConfig:
     """If set, β moves linearly from beta to beta_end over training (paper: 0.1 → 0.3)."""
     alpha: float = 1.0
     """Weight of the second and later rewards (objective 'weighted')."""
-    gap_memory: float = 0.0
-    """Objective 'rcfd-batch' (other objectives ignore it, so a preset can set it for its RCfD run): the
-    mean gap ḡ also pools the gaps of past steps' prompts, step j back weighted
-    (1 − 1/gap_memory)^j (an extension: the batch's own 8-ish prompts make ḡ too noisy to hold the
-    policy on target). 0 uses this step's batch alone."""
-    target_feedback: float = 0.0
-    """Objective 'rcfd' (an extension; 0: off, the paper's): integral feedback on the targets. After each
-    step every reward's target R_d is shifted by −target_feedback × (the batch's mean reward − its
-    demonstrations' mean reward), the shifts adding up over steps, so where the per-sample objective settles
-    off the demonstrations' mean (its expectation −(μ − R_d)² − σ² also pays for a narrower reward spread)
-    the targets move until the policy's mean reward sits on theirs, as the adaptive-KL controller moves β
-    until the KL sits on its target. Logged as objective/<reward>/target_shift."""
-    demo_mean: str = "all"
-    """Objective 'rcfd-batch': the demonstrations' mean reward that the policy's is compared with. 'all':
-    the mean over every training prompt's target, computed once; 'batch': the mean over the step's own
-    prompts' demonstrations, paired with the policy's rewards on the same prompts. Both estimate the same
-    objective; on use case 1 a demonstration's reward barely predicts the policy's on the same prompt
-    (correlation 0.15), so pairing only adds the demonstrations' own spread to the gap's noise, and
-    'all' lands RCfD on target more reliably (docs/results.md)."""
     match_spread: bool = False
     """Objectives 'rcfd-mean' (per prompt) and 'rcfd-batch' (over the batch; other objectives ignore it, so a
     preset can set it for its RCfD run): calibrate the second moment of
     each reward as well as its mean, so the policy's reward distribution matches the spread of the
     demonstrations' and not only their mean (an extension; rcfd-mean needs several demonstrations per
     prompt, see data.group_demonstrations). Implemented as RCfD on the rewards (R, R²)."""
-    reward_scale: str = "batch"
-    """Objectives 'rcfd', 'rcfd-mean' and 'rcfd-batch' with several reward columns: how each reward's
-    term is put on a common scale before they are summed. 'batch': divided by its std in the batch (as the
-    paper whitens its calibrated terms), so every reward pulls equally hard however close it is to its
-    target; 'demo': divided by the variance of its training targets (a fixed unit), so a reward's pull
-    fades as its gap closes (an extension)."""
     per_sample: list = field(default_factory=list)
     """Objectives 'rcfd-mean' and 'rcfd-batch' (others ignore it, so a preset can set it for its RCfD run):
     reward columns (from reward.names and reward.calibrate_also) calibrated per sample with the paper's
@@ -218,6 +194,17 @@ class GenerationConfig:
 
 @dataclass
 class TrainConfig:
+    """The RL loop: rollouts per step, the optimizer, the PPO update, evaluation during training, checkpoints."""
+
+    GROUPS: typing.ClassVar[dict] = {
+        "Parameters that control the rollouts": ('steps', 'batch_size', 'num_generations', 'micro_batch_size'),
+        "Parameters that control the optimizer": ('learning_rate', 'lr_scheduler', 'warmup_steps', 'optimizer', 'momentum', 'adam_epsilon', 'weight_decay', 'max_grad_norm'),
+        "Parameters that control the PPO update": ('advantage', 'num_minibatches', 'ppo_epochs', 'clip_eps', 'loss_type'),
+        "Parameters that control evaluation during training and the kept step": ('eval_every', 'eval_prompts', 'load_best_model_at_end'),
+        "Parameters that control reproducibility, checkpoints and logs": ('seed', 'threads', 'save_every', 'keep_checkpoints', 'sample_every', 'skip_nonfinite', 'report_to'),
+    }
+
+    # Parameters that control the rollouts
     steps: int = 40
     """Number of RL steps (one rollout batch and one update each)."""
     batch_size: int = 16
@@ -225,16 +212,10 @@ class TrainConfig:
     num_generations: int = 1
     """Completions sampled per prompt (k). 1 is the paper's setting; rloo, group and rcfd-mean need >= 2.
     Must divide batch_size / num_minibatches, so every minibatch holds whole groups."""
-    advantage: str = "whiten"
-    """Advantage estimator: 'whiten' ((obj − batch mean)/batch std, the paper's), 'rloo' (obj_i minus
-    the mean of its prompt's other completions), 'group' (GRPO's (obj − group mean)/group std) or
-    'best-of-k' (1 for each prompt's best completion by the objective, 0 for the rest: fine-tuning on the
-    best of k, RAFT; only the selected completions are forwarded in the update)."""
-    advantage_scale: str = "none"
-    """'rloo' only: divide the advantage by 'none', the 'batch' std of A, or the std of A on the 'first'
-    step (then frozen, so the updates shrink as the objective's spread does)."""
     micro_batch_size: int = 16
     """Sequences per forward/backward; the batch is accumulated in micro-batches of this size."""
+
+    # Parameters that control the optimizer
     learning_rate: float = 5e-4
     """Adam learning rate."""
     lr_scheduler: str = "linear"
@@ -253,11 +234,14 @@ class TrainConfig:
     shrinks in proportion to the gradient, as SGD's does; above it Adam steps about the learning rate."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
-    average_weights: float = 0.0
-    """Tail averaging (Polyak–Ruppert): the final policy is the mean of the trained weights after each
-    of the last average_weights × steps RL steps (e.g. 0.5: the second half), which averages out the
-    random walk that noisy steps add around the objective's optimum (0: the last weights). Checkpoints
-    carry the running mean; eval_every metrics use the current weights (after the last step: the mean)."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm (0 disables)."""
+
+    # Parameters that control the PPO update
+    advantage: str = "whiten"
+    """Advantage estimator: 'whiten' ((obj − batch mean)/batch std, the paper's), 'rloo' (obj_i minus
+    the mean of its prompt's other completions), 'group' (GRPO's (obj − group mean)/group std).
+    Objectives whose value is already an advantage (rcfd-mean, rcfd-batch) need 'rloo'."""
     num_minibatches: int = 1
     """Optimizer steps per pass over the rollout batch (PPO minibatches)."""
     ppo_epochs: int = 1
@@ -270,36 +254,8 @@ class TrainConfig:
     completion; 'dr_grpo' sums them and divides by generation.max_new_tokens (Liu et al. 2025, "Understanding
     R1-Zero-Like Training"), which is the policy gradient A·∇log π(y) of the sequence's reward, up to a
     constant: no weight depends on the length, so length is learned only from the advantage."""
-    stop_credit: str = "sequence"
-    """How the decision to end a completion is credited. 'sequence' (the paper's): the stop token is one more
-    token under the completion's advantage, so where a completion ended is credited with everything else
-    that made it good or bad. 'branch' (an extension): at every position where the completion went on, the
-    prefix is scored as if it had stopped there (the rewards run on every prefix), and the probability of
-    stopping is moved by the difference between that objective and the completion's own; the other tokens
-    keep the completion's advantage, over the non-stop tokens only. 'branch-baseline': as 'branch', and
-    each other token's advantage is the completion's objective minus that of stopping just before the token
-    (a baseline that depends only on what came before it, so the credit is for what the token led to). A
-    per-sample objective ('rcfd', 'reward', 'weighted') with train.advantage 'whiten'."""
-    max_grad_norm: float = 1.0
-    """Gradient clipping norm (0 disables)."""
-    max_step_kl: float = 0.0
-    """Trust region (nats per completion; 0 disables): after each RL step's update, the mean KL(π_old ‖ π_θ)
-    over the step's own completions is measured, and while it exceeds this the weight change is halved
-    (at most max_step_kl_halvings times, then the step is undone), as TRPO's line search does. Bounds how
-    far one noisy batch can move the policy whatever the optimizer's step size. Logs train/step_kl and
-    train/step_scale; costs one forward pass over the batch per measurement."""
-    max_step_kl_halvings: int = 6
-    """train.max_step_kl: how many times the update may be halved before the step is undone."""
-    seed: int = 0
-    """Seed for sampling, data order and initialization."""
-    threads: int = 0
-    """torch intra-op threads (0: leave torch's default)."""
-    save_every: int = 10
-    """Checkpoint every N steps (0: only at the end and on interruption)."""
-    keep_checkpoints: int = 2
-    """How many of the newest checkpoints to keep."""
-    sample_every: int = 10
-    """Write two samples to samples.jsonl every N steps (0: never)."""
+
+    # Parameters that control evaluation during training and the kept step
     eval_every: int = 0
     """Every N steps (and after the last), evaluate eval_prompts held-out prompts and log eval/… metrics
     (reward vs demonstrations in demo std, alignment, distinct-2) to metrics.jsonl (0: never)."""
@@ -314,6 +270,18 @@ class TrainConfig:
     (the paper keeps the last step): the paper's per-sample objective can pass through the
     demonstrations' point and settle past it. Needs data.num_val and train.eval_every; the validation
     evaluation then skips the KL and naturalness (two reference passes) and logs the rewards only."""
+
+    # Parameters that control reproducibility, checkpoints and logs
+    seed: int = 0
+    """Seed for sampling, data order and initialization."""
+    threads: int = 0
+    """torch intra-op threads (0: leave torch's default)."""
+    save_every: int = 10
+    """Checkpoint every N steps (0: only at the end and on interruption)."""
+    keep_checkpoints: int = 2
+    """How many of the newest checkpoints to keep."""
+    sample_every: int = 10
+    """Write two samples to samples.jsonl every N steps (0: never)."""
     skip_nonfinite: bool = False
     """Drop samples with a non-finite reward (counted in metrics) instead of stopping the run."""
     report_to: list = field(default_factory=list)
@@ -398,6 +366,46 @@ def _suggest(name: str, choices) -> str:
     return f"; did you mean '{close[0]}'?" if close else f"; valid fields: {', '.join(choices)}"
 
 
+# Options that investigations added and their results removed (docs/notebook/investigation-log.md keeps
+# what each measured; git history keeps the code, last at commit 66bf1ca). A run directory written
+# before their removal still loads where it left them at the value that is today's behaviour.
+_NOTEBOOK = "docs/notebook/investigation-log.md; the code is in git history at 66bf1ca"
+REMOVED_FIELDS = {  # field -> (the value that is today's behaviour, what it was)
+    "objective.gap_memory": (0.0, "rcfd-batch's pooling of past steps' gaps"),
+    "objective.target_feedback": (0.0, "integral feedback on rcfd's targets, which wound up on use case 3"),
+    "objective.reward_scale": ("batch", "'demo' scaled each reward term by its targets' variance"),
+    "objective.demo_mean": ("all", "'batch' compared rcfd-batch with the step's own demonstrations; it is "
+                                   "always the mean of all training targets now"),
+    "train.advantage_scale": ("none", "'batch'/'first' rescaled the leave-one-out advantage"),
+    "train.average_weights": (0.0, "tail averaging of the trained weights"),
+    "train.stop_credit": ("sequence", "'branch' credit of the decision to stop, which lost similarity on use case 3"),
+    "train.max_step_kl": (0.0, "a trust region halving each step's update"),
+    "train.max_step_kl_halvings": (6, "the trust region's halvings"),
+}
+REMOVED_VALUES = {  # (field, value) -> what it was
+    ("train.advantage", "best-of-k"): "best-of-k selection (RAFT), which collapsed use case 3 in 2-3 steps",
+    ("reward.names", "loglik-head"): "the mean log-likelihood of a completion's first half",
+    ("reward.names", "loglik-tail"): "the mean log-likelihood of a completion's second half",
+    ("reward.calibrate_also", "loglik-head"): "the mean log-likelihood of a completion's first half",
+    ("reward.calibrate_also", "loglik-tail"): "the mean log-likelihood of a completion's second half",
+}
+
+
+def _check_removed(key: str, value) -> bool:
+    """True when ``key`` is a removed field left at today's behaviour (skip it); raise when it asks for
+    the removed behaviour, or names a removed value."""
+    if key in REMOVED_FIELDS:
+        neutral, what = REMOVED_FIELDS[key]
+        if value == neutral:
+            return True
+        raise RcfdError(f"config field '{key}' was removed ({what}; it did not help: {_NOTEBOOK}); delete it")
+    for item in value if isinstance(value, list) else [value]:
+        if isinstance(item, str) and (key, item) in REMOVED_VALUES:
+            raise RcfdError(f"{key}={item} was removed ({REMOVED_VALUES[key, item]}; it did not help: {_NOTEBOOK}); "
+                            "choose another value")
+    return False
+
+
 def _build(cls, data, prefix: str):
     if data is None:
         data = {}
@@ -408,6 +416,8 @@ def _build(cls, data, prefix: str):
     kwargs = {}
     for key, value in data.items():
         full = f"{prefix}{key}"
+        if _check_removed(full, value):
+            continue
         if not isinstance(key, str) or key not in names:
             raise RcfdError(f"unknown config field '{full}'{_suggest(str(key), names)}")
         tp = hints[key]
@@ -496,9 +506,34 @@ def _require(cond: bool, message: str) -> None:
         raise RcfdError(message)
 
 
+def _at_least(section, obj, keys, minimum: int = 1) -> None:
+    for key in keys:
+        value = getattr(obj, key)
+        _require(value >= minimum, f"{section}.{key} must be >= {minimum}, got {value}")
+
+
 def validate(c: Config) -> None:
     """Range and choice checks, each naming the field and what to write instead."""
-    OBJECTIVES.check(c.objective.name)
+    from .train.objectives import objective_class
+
+    _validate_rewards(c)
+    objective_class(c.objective.name).check(c)
+    _validate_objective(c.objective)
+    _validate_train(c.train)
+    _validate_generation(c.generation)
+    _validate_data(c.data)
+    _require(c.model.lora_r >= 1, f"model.lora_r must be >= 1, got {c.model.lora_r}")
+    _require(0 <= c.model.lora_dropout < 1, f"model.lora_dropout must be in [0, 1), got {c.model.lora_dropout}")
+    _require(c.eval.bins >= 2, f"eval.bins must be >= 2, got {c.eval.bins}")
+    _require(c.eval.smoothing >= 0, f"eval.smoothing must be >= 0, got {c.eval.smoothing}")
+    _at_least("eval", c.eval, ("long_tokens", "long_prompts", "batch_size", "samples_per_prompt"))
+    if c.train.load_best_model_at_end:
+        _require(c.train.eval_every > 0 and c.data.num_val > 0,
+                 "train.load_best_model_at_end chooses among steps on validation prompts; set train.eval_every "
+                 f"(got {c.train.eval_every}) and data.num_val (got {c.data.num_val}) above 0")
+
+
+def _validate_rewards(c: Config) -> None:
     _require(len(c.reward.names) > 0, "reward.names is empty; list at least one reward, e.g. [loglik]")
     columns = reward_columns(c)
     for name in columns:
@@ -506,126 +541,70 @@ def validate(c: Config) -> None:
             REWARDS.check(name)
     _require(len(set(columns)) == len(columns),
              f"reward.names and reward.calibrate_also name a reward twice ({columns}); list each reward once")
-    _require(c.objective.name != "weighted" or len(c.reward.names) >= 2,
-             "objective.name=weighted needs at least two rewards in reward.names, e.g. [loglik, length]")
-    _require(c.objective.beta >= 0, f"objective.beta must be >= 0, got {c.objective.beta}")
-    _require(c.objective.target_feedback >= 0,
-             f"objective.target_feedback must be >= 0 (0: off), got {c.objective.target_feedback}")
-    _require(c.objective.target_feedback == 0 or (c.objective.name == "rcfd" and not c.objective.per_sample),
-             "objective.target_feedback shifts the targets of objective.name=rcfd (the per-sample objective); "
-             "set objective.name=rcfd or objective.target_feedback=0")
-    _require(c.objective.gap_memory == 0 or c.objective.gap_memory >= 1,
-             f"objective.gap_memory must be 0 (off) or at least 1 step, got {c.objective.gap_memory}")
-    _require(c.objective.reward_scale in ("batch", "demo"),
-             f"objective.reward_scale must be 'batch' or 'demo', got '{c.objective.reward_scale}'")
     unknown = [name for name in c.objective.per_sample if name not in columns]
     _require(not unknown, f"objective.per_sample names {unknown}, not a reward column ({columns}); list names "
                           f"from reward.names or reward.calibrate_also")
-    _require(c.objective.demo_mean in ("batch", "all"),
-             f"objective.demo_mean must be 'batch' or 'all', got '{c.objective.demo_mean}'")
-    _require(c.objective.target in ("demo", "predicted", "mixed", "mean"),
-             f"objective.target must be 'demo', 'predicted', 'mixed' or 'mean', got '{c.objective.target}'")
-    spread = c.objective.match_spread and c.objective.name in ("rcfd-mean", "rcfd-batch")
-    _require(not spread or c.objective.target == "demo",
-             "objective.match_spread needs the demonstrations' own rewards; set objective.target=demo")
-    _require(1 <= c.data.min_demonstrations <= c.data.max_demonstrations,
-             f"data.min_demonstrations ({c.data.min_demonstrations}) must be >= 1 and <= data.max_demonstrations "
-             f"({c.data.max_demonstrations})")
-    _require(c.data.train_demonstrations is None or c.data.train_demonstrations >= 1,
-             f"data.train_demonstrations must be >= 1 (or null: all), got {c.data.train_demonstrations}")
-    _require(0 < c.data.demo_fraction <= 1, f"data.demo_fraction must be in (0, 1], got {c.data.demo_fraction}")
-    _require(c.objective.beta_end is None or c.objective.beta_end >= 0,
-             f"objective.beta_end must be >= 0, got {c.objective.beta_end}")
-    for key in ("steps", "batch_size", "micro_batch_size", "num_minibatches", "ppo_epochs", "num_generations",
-                "eval_prompts"):
-        value = getattr(c.train, key)
-        _require(value >= 1, f"train.{key} must be >= 1, got {value}")
-    _require(c.train.batch_size % c.train.num_minibatches == 0,
-             f"train.batch_size ({c.train.batch_size}) must be divisible by train.num_minibatches ({c.train.num_minibatches})")
-    t = c.train
+
+
+def _validate_objective(o: ObjectiveConfig) -> None:
+    _require(o.beta >= 0, f"objective.beta must be >= 0, got {o.beta}")
+    _require(o.beta_end is None or o.beta_end >= 0, f"objective.beta_end must be >= 0, got {o.beta_end}")
+    TARGETS.check(o.target)
+
+
+def _validate_train(t: TrainConfig) -> None:
+    _at_least("train", t, ("steps", "batch_size", "micro_batch_size", "num_minibatches", "ppo_epochs",
+                           "num_generations", "eval_prompts"))
+    _at_least("train", t, ("eval_every", "save_every", "sample_every", "threads", "warmup_steps"), 0)
+    _require(t.keep_checkpoints >= 1, f"train.keep_checkpoints must be >= 1, got {t.keep_checkpoints}")
     k = t.num_generations
+    _require(t.batch_size % t.num_minibatches == 0,
+             f"train.batch_size ({t.batch_size}) must be divisible by train.num_minibatches ({t.num_minibatches})")
     _require(t.batch_size % k == 0,
              f"train.batch_size ({t.batch_size}) counts completions and must be divisible by train.num_generations "
              f"({k}); e.g. train.batch_size={max(k, t.batch_size - t.batch_size % k)}")
     _require((t.batch_size // t.num_minibatches) % k == 0,
              f"train.num_generations ({k}) must divide the minibatch (train.batch_size {t.batch_size} / "
              f"train.num_minibatches {t.num_minibatches}) so minibatches hold whole groups; change one of them")
-    ADVANTAGES.check(t.advantage)
-    ADVANTAGE_SCALES.check(t.advantage_scale)
-    LOSS_TYPES.check(t.loss_type)
-    STOP_CREDITS.check(t.stop_credit)
-    if t.stop_credit != "sequence":
-        _require(c.objective.name in ("rcfd", "reward", "weighted") and t.advantage == "whiten",
-                 f"train.stop_credit={t.stop_credit} scores prefixes with a per-sample objective and the whitened advantage; "
-                 f"set objective.name to rcfd, reward or weighted and train.advantage=whiten (got "
-                 f"{c.objective.name}, {t.advantage})")
-        _require(not c.objective.per_sample and not c.objective.match_spread,
-                 f"train.stop_credit={t.stop_credit} does not combine with objective.per_sample or objective.match_spread; "
-                 "leave them unset")
-    _require(t.advantage == "rloo" or t.advantage_scale == "none",
-             f"train.advantage_scale={t.advantage_scale} applies to train.advantage=rloo only; set train.advantage=rloo "
-             f"or train.advantage_scale=none")
+    for registry, value in ((ADVANTAGES, t.advantage), (LOSS_TYPES, t.loss_type), (LR_SCHEDULERS, t.lr_scheduler),
+                            (OPTIMIZERS, t.optimizer), *((TRACKERS, name) for name in t.report_to)):
+        registry.check(value)
     _require(t.advantage == "whiten" or k >= 2,
              f"train.advantage={t.advantage} compares completions of one prompt; set train.num_generations >= 2")
-    if c.objective.name in ("rcfd-mean", "rcfd-batch"):
-        name = c.objective.name
-        _require(k >= 2, f"objective.name={name} needs train.num_generations >= 2 (its estimate uses each "
-                         "prompt's other completions)")
-        _require(t.advantage == "rloo", f"objective.name={name} is a leave-one-out estimate; set train.advantage=rloo")
-    _require(0 <= t.average_weights <= 1, f"train.average_weights must be in [0, 1], got {t.average_weights}")
-    _require(t.eval_every >= 0, f"train.eval_every must be >= 0, got {t.eval_every}")
-    _require(c.data.num_val >= 0, f"data.num_val must be >= 0, got {c.data.num_val}")
-    if t.load_best_model_at_end:
-        _require(t.eval_every > 0 and c.data.num_val > 0,
-                 "train.load_best_model_at_end chooses among steps on validation prompts; set train.eval_every "
-                 f"(got {t.eval_every}) and data.num_val (got {c.data.num_val}) above 0")
-        _require(t.average_weights == 0, "train.load_best_model_at_end keeps one step's weights and "
-                                         "train.average_weights their mean; set one of them")
-    _require(c.train.learning_rate > 0, f"train.learning_rate must be > 0, got {c.train.learning_rate}")
-    _require(0 <= c.train.warmup_steps < c.train.steps,
-             f"train.warmup_steps must be >= 0 and below train.steps ({c.train.steps}), got {c.train.warmup_steps}")
-    _require(c.train.lr_scheduler in ("linear", "constant"),
-             f"train.lr_scheduler must be 'linear' or 'constant', got '{c.train.lr_scheduler}'")
-    _require(c.train.adam_epsilon > 0, f"train.adam_epsilon must be > 0, got {c.train.adam_epsilon}")
-    _require(c.train.optimizer in ("adam", "adamw", "sgd"),
-             f"train.optimizer must be 'adam', 'adamw' or 'sgd', got '{c.train.optimizer}'")
-    _require(0 <= c.train.momentum < 1, f"train.momentum must be in [0, 1), got {c.train.momentum}")
-    _require(0 < c.train.clip_eps < 1, f"train.clip_eps must be in (0, 1), got {c.train.clip_eps}")
-    _require(c.train.max_step_kl >= 0, f"train.max_step_kl must be >= 0 (0 disables the trust region), "
-             f"got {c.train.max_step_kl}")
-    _require(c.train.max_step_kl_halvings >= 0,
-             f"train.max_step_kl_halvings must be >= 0, got {c.train.max_step_kl_halvings}")
-    _require(c.train.max_grad_norm >= 0, f"train.max_grad_norm must be >= 0, got {c.train.max_grad_norm}")
-    _require(c.train.save_every >= 0, f"train.save_every must be >= 0, got {c.train.save_every}")
-    _require(c.train.keep_checkpoints >= 1, f"train.keep_checkpoints must be >= 1, got {c.train.keep_checkpoints}")
-    _require(c.train.sample_every >= 0, f"train.sample_every must be >= 0, got {c.train.sample_every}")
-    for name in c.train.report_to:
-        TRACKERS.check(name)
-    _require(c.train.threads >= 0, f"train.threads must be >= 0, got {c.train.threads}")
-    _require(c.generation.max_new_tokens >= 1, f"generation.max_new_tokens must be >= 1, got {c.generation.max_new_tokens}")
-    _require(0 <= c.generation.min_new_tokens <= c.generation.max_new_tokens,
-             f"generation.min_new_tokens must be between 0 and generation.max_new_tokens "
-             f"({c.generation.max_new_tokens}), got {c.generation.min_new_tokens}")
-    _require(c.generation.temperature > 0, f"generation.temperature must be > 0, got {c.generation.temperature}")
-    _require(c.generation.backend in ("transformers", "vllm"),
-             f"generation.backend must be 'transformers' or 'vllm', got '{c.generation.backend}'")
-    _require(0 < c.generation.vllm_gpu_memory_utilization <= 1,
-             f"generation.vllm_gpu_memory_utilization must be in (0, 1], got {c.generation.vllm_gpu_memory_utilization}")
-    _require(0 < c.generation.top_p <= 1, f"generation.top_p must be in (0, 1], got {c.generation.top_p}")
-    for key in ("prompt_tokens", "demo_tokens", "num_train", "num_eval"):
-        value = getattr(c.data, key)
-        _require(value >= 1, f"data.{key} must be >= 1, got {value}")
-    _require(c.data.label_column is None or c.data.label_value is not None,
-             f"data.label_column is '{c.data.label_column}' but data.label_value is not set; give the value to keep")
-    _require(c.data.eval_demo_tokens >= c.data.demo_tokens,
-             f"data.eval_demo_tokens ({c.data.eval_demo_tokens}) must be >= data.demo_tokens ({c.data.demo_tokens})")
-    _require(c.model.lora_r >= 1, f"model.lora_r must be >= 1, got {c.model.lora_r}")
-    _require(0 <= c.model.lora_dropout < 1, f"model.lora_dropout must be in [0, 1), got {c.model.lora_dropout}")
-    _require(c.eval.bins >= 2, f"eval.bins must be >= 2, got {c.eval.bins}")
-    _require(c.eval.smoothing >= 0, f"eval.smoothing must be >= 0, got {c.eval.smoothing}")
-    for key in ("long_tokens", "long_prompts", "batch_size", "samples_per_prompt"):
-        value = getattr(c.eval, key)
-        _require(value >= 1, f"eval.{key} must be >= 1, got {value}")
+    _require(t.learning_rate > 0, f"train.learning_rate must be > 0, got {t.learning_rate}")
+    _require(t.warmup_steps < t.steps,
+             f"train.warmup_steps must be below train.steps ({t.steps}), got {t.warmup_steps}")
+    _require(t.adam_epsilon > 0, f"train.adam_epsilon must be > 0, got {t.adam_epsilon}")
+    _require(0 <= t.momentum < 1, f"train.momentum must be in [0, 1), got {t.momentum}")
+    _require(0 < t.clip_eps < 1, f"train.clip_eps must be in (0, 1), got {t.clip_eps}")
+    _require(t.max_grad_norm >= 0, f"train.max_grad_norm must be >= 0, got {t.max_grad_norm}")
+
+
+def _validate_generation(g: GenerationConfig) -> None:
+    _require(g.max_new_tokens >= 1, f"generation.max_new_tokens must be >= 1, got {g.max_new_tokens}")
+    _require(0 <= g.min_new_tokens <= g.max_new_tokens,
+             f"generation.min_new_tokens must be between 0 and generation.max_new_tokens ({g.max_new_tokens}), "
+             f"got {g.min_new_tokens}")
+    _require(g.temperature > 0, f"generation.temperature must be > 0, got {g.temperature}")
+    _require(0 < g.top_p <= 1, f"generation.top_p must be in (0, 1], got {g.top_p}")
+    BACKENDS.check(g.backend)
+    _require(0 < g.vllm_gpu_memory_utilization <= 1,
+             f"generation.vllm_gpu_memory_utilization must be in (0, 1], got {g.vllm_gpu_memory_utilization}")
+
+
+def _validate_data(d: DataConfig) -> None:
+    _at_least("data", d, ("prompt_tokens", "demo_tokens", "num_train", "num_eval"))
+    _require(d.num_val >= 0, f"data.num_val must be >= 0, got {d.num_val}")
+    _require(1 <= d.min_demonstrations <= d.max_demonstrations,
+             f"data.min_demonstrations ({d.min_demonstrations}) must be >= 1 and <= data.max_demonstrations "
+             f"({d.max_demonstrations})")
+    _require(d.train_demonstrations is None or d.train_demonstrations >= 1,
+             f"data.train_demonstrations must be >= 1 (or null: all), got {d.train_demonstrations}")
+    _require(0 < d.demo_fraction <= 1, f"data.demo_fraction must be in (0, 1], got {d.demo_fraction}")
+    _require(d.label_column is None or d.label_value is not None,
+             f"data.label_column is '{d.label_column}' but data.label_value is not set; give the value to keep")
+    _require(d.eval_demo_tokens >= d.demo_tokens,
+             f"data.eval_demo_tokens ({d.eval_demo_tokens}) must be >= data.demo_tokens ({d.demo_tokens})")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,9 +2,8 @@
 
 Config validation, error messages, ``--help`` text and docs/reference/config.md read these tables; the
 implementing modules key their implementations by the same names (``rcfd.rewards.BUILDERS``,
-``rcfd.train.objectives.OBJECTIVE_FUNCTIONS``, ``rcfd.train.objectives.ESTIMATORS``, ``rcfd.train.objectives.SCALES``,
-``rcfd.train.tracking.BUILDERS``), and a test checks that the two agree. Kept free of torch so that
-``import rcfd`` and config validation stay fast.
+``rcfd.train.advantages.ESTIMATORS``, ``rcfd.train.tracking.BUILDERS``), and a test checks that the two
+agree. The objectives keep their own registry beside their classes (``rcfd.train.objectives.OBJECTIVES``).
 """
 
 from __future__ import annotations
@@ -34,9 +33,6 @@ class Registry(dict):
 
 REWARDS = Registry("reward", "reward.names", {
     "loglik": "average per-token log-likelihood of the completion under the frozen base model (use case 1)",
-    "loglik-head": "extension: mean log-likelihood of the completion's first half (with `loglik-tail`: "
-                   "each half calibrated)",
-    "loglik-tail": "extension: mean log-likelihood of the completion's second half",
     "loglik-spread": "extension: standard deviation of the completion's per-token log-likelihoods (calibrated "
                      "with `loglik`, a loop cannot match the demonstrations on average)",
     "length": "−(completion tokens)",
@@ -54,29 +50,10 @@ REWARDS = Registry("reward", "reward.names", {
     "reward-model": "a reward model's scalar head on prompt + completion (`reward.reward_model`)",
 }, extra="a callable `module:function` with TRL's reward signature")
 
-OBJECTIVES = Registry("objective", "objective.name", {
-    "reward": "R summed over rewards (β = 0: plain reward maximization)",
-    "kl": "R − β·Σ_t log π_θ/π_0 (`objective.beta`, `objective.beta_end`)",
-    "rcfd": "the paper's RCfD, −(R(x,y) − R(x,y_demo))² per sample; several rewards: each term whitened, summed",
-    "rcfd-mean": "extension: −(E_π R(x,·) − R(x,y_demo))² per prompt, leave-one-out estimate "
-                 "(needs train.num_generations ≥ 2, train.advantage=rloo)",
-    "rcfd-batch": "extension: −(mean over prompts of E_π R − mean of R(x,y_demo))², the batch's mean reward "
-                  "calibrated (needs train.num_generations ≥ 2, train.advantage=rloo)",
-    "weighted": "R_1 + α·(R_2 + … + R_K), the paper's R_quality + α·R_length baseline (`objective.alpha`)",
-})
-
 ADVANTAGES = Registry("estimator", "train.advantage", {
     "whiten": "the paper's: (obj − batch mean) / batch std",
-    "rloo": "leave-one-out: obj_i − mean of the prompt's other completions (then `train.advantage_scale`)",
+    "rloo": "leave-one-out: obj_i − mean of the prompt's other completions",
     "group": "GRPO's: (obj − group mean) / group std",
-    "best-of-k": "extension: 1 for each prompt's best completion by the objective, 0 for the others "
-                 "(supervised fine-tuning on the best of k, RAFT)",
-})
-
-ADVANTAGE_SCALES = Registry("scale", "train.advantage_scale", {
-    "none": "leave the advantage as it is",
-    "batch": "divide by this batch's std of the advantage",
-    "first": "divide by the first step's std of the advantage, then frozen",
 })
 
 LOSS_TYPES = Registry("loss type", "train.loss_type", {
@@ -85,12 +62,27 @@ LOSS_TYPES = Registry("loss type", "train.loss_type", {
                "the policy gradient of log π(y), with no weight that depends on the completion's length)",
 })
 
-STOP_CREDITS = Registry("credit", "train.stop_credit", {
-    "sequence": "the stop token is credited like any token, with the completion's advantage",
-    "branch": "each decision to go on is compared with stopping there, the prefix scored as a finished "
-              "completion (rewards computed on every prefix)",
-    "branch-baseline": "as 'branch', and each other token's advantage is the completion's objective minus "
-                       "that of stopping just before it (a baseline that depends only on the prefix)",
+LR_SCHEDULERS = Registry("scheduler", "train.lr_scheduler", {
+    "linear": "decay to 0 over train.steps (the transformers/TRL default)",
+    "constant": "the same rate at every step (after any warm-up)",
+})
+
+OPTIMIZERS = Registry("optimizer", "train.optimizer", {
+    "adamw": "AdamW (decoupled weight decay; the transformers/TRL default)",
+    "adam": "Adam (weight decay added to the gradient)",
+    "sgd": "plain SGD with `train.momentum` (steps in proportion to the gradient)",
+})
+
+TARGETS = Registry("target", "objective.target", {
+    "demo": "R(x, y_demo) of the prompt's own demonstration (the paper's)",
+    "predicted": "extension: a target model's prediction of R(x, y_demo) from the prompt, for every prompt",
+    "mixed": "extension: the demonstration's reward where the prompt has one, the prediction elsewhere",
+    "mean": "extension: the mean of R(x, y_demo) over the training prompts that have a demonstration",
+})
+
+BACKENDS = Registry("backend", "generation.backend", {
+    "transformers": "transformers' generate (CPU or GPU; evaluation always uses it)",
+    "vllm": "a vLLM engine following the policy (CUDA GPU, `pip install 'rcfd[vllm]'`)",
 })
 
 TRACKERS = Registry("tracker", "train.report_to", {
@@ -98,4 +90,4 @@ TRACKERS = Registry("tracker", "train.report_to", {
     "wandb": "Weights & Biases, project 'rcfd' (`pip install wandb`)",
 })
 
-ALL = (REWARDS, OBJECTIVES, ADVANTAGES, ADVANTAGE_SCALES, LOSS_TYPES, STOP_CREDITS, TRACKERS)
+ALL = (REWARDS, ADVANTAGES, LOSS_TYPES, LR_SCHEDULERS, OPTIMIZERS, TARGETS, BACKENDS, TRACKERS)

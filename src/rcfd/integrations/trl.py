@@ -38,7 +38,7 @@ import torch
 
 from ..errors import RcfdError
 from ..files import append_jsonl
-from ..train.objectives import rcfd, rcfd_batch_advantages
+from ..train.objectives import PAPER, RCfDBatch, objective_class
 from ..rewards.base import RewardStack, check_finite
 from ..rewards.callable import as_reward
 from .monitor import CalibrationMonitor
@@ -79,13 +79,14 @@ class RCfDReward:
     """
 
     def __init__(self, rewards, demo_column: str = "demonstration", name: str = "rcfd", cache_file=None,
-                 objective: str = "rcfd", demo_mean=None):
+                 objective: str = PAPER, demo_mean=None):
         rewards = list(rewards) if isinstance(rewards, (list, tuple)) else [rewards]
         if not rewards:
             raise RcfdError("RCfDReward needs at least one base reward")
-        if objective not in ("rcfd", "rcfd-batch"):
-            raise RcfdError(f"RCfDReward: objective must be 'rcfd' or 'rcfd-batch', got {objective!r}")
-        self.objective = objective
+        self.objective = objective_class(objective)
+        if not self.objective.gives_calibrated_reward():
+            raise RcfdError(f"RCfDReward: objective {objective!r} gives no per-completion reward; use {PAPER!r} "
+                            f"or {RCfDBatch.name!r}")
         self.stack = RewardStack([as_reward(r, "RCfDReward") for r in rewards])
         self.demo_mean = None
         if demo_mean is not None:
@@ -124,7 +125,7 @@ class RCfDReward:
         return torch.tensor([self._cache[k] for k in keys], dtype=torch.float32)
 
     def _set_demo_mean(self, mean: torch.Tensor) -> None:
-        if self.objective != "rcfd-batch":
+        if self.objective is not RCfDBatch:
             raise RcfdError("RCfDReward: demo_mean applies to objective='rcfd-batch' only (the paper's 'rcfd' "
                             "calibrates each completion to its own demonstration)")
         if mean.numel() != len(self.stack.rewards) or not torch.isfinite(mean).all():
@@ -162,24 +163,5 @@ class RCfDReward:
         policy = self.stack(p, c, **columns)
         check_finite(policy, "the reward")
         if self.demo_mean is not None:  # rcfd-batch: every prompt against the training set's demonstrations
-            return _batch_calibrated(p, policy, self.demo_mean.expand_as(policy)).tolist()
-        demo = self.demo_rewards(p, d, **columns)
-        if self.objective == "rcfd":
-            return rcfd(policy, demo).tolist()
-        return _batch_calibrated(p, policy, demo).tolist()
-
-
-def _batch_calibrated(prompts: list[str], rewards: torch.Tensor, demo_rewards: torch.Tensor) -> torch.Tensor:
-    """rcfd-batch advantages for rows in any order: rows are grouped by prompt (each prompt's rows made
-    consecutive, as :func:`rcfd_batch_advantages` expects) and the result returned in the rows' order."""
-    rows_of: dict[str, list[int]] = {}
-    for i, prompt in enumerate(prompts):
-        rows_of.setdefault(prompt, []).append(i)
-    sizes = {len(rows) for rows in rows_of.values()}
-    if len(rows_of) < 2 or len(sizes) != 1 or min(sizes) < 2:
-        raise RcfdError(f"RCfDReward(objective='rcfd-batch') needs at least 2 prompts with the same number (>= 2) "
-                        f"of completions each per call, got {len(rows_of)} prompt(s) with {sorted(sizes)} completions; "
-                        f"raise num_generations / the per-device batch, or use objective='rcfd'")
-    order = torch.tensor([i for rows in rows_of.values() for i in rows])
-    advantages = rcfd_batch_advantages(rewards[order], demo_rewards[order], sizes.pop())
-    return torch.empty_like(advantages).index_copy_(0, order, advantages)
+            return self.objective.calibrated_reward(p, policy, self.demo_mean.expand_as(policy)).tolist()
+        return self.objective.calibrated_reward(p, policy, self.demo_rewards(p, d, **columns)).tolist()

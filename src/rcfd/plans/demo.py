@@ -25,7 +25,7 @@ RUNS = {
     "kl": PlannedRun("kl", ["objective.name=kl", "objective.beta=0.1", "objective.beta_end=0.3"]),
     "rcfd": PlannedRun("rcfd"),  # the preset's own RCfD objective and estimator
     "rcfd-paper": PlannedRun("rcfd-paper", ["objective.name=rcfd", "train.num_generations=1",
-                                            "train.advantage=whiten", "train.advantage_scale=none"]),
+                                            "train.advantage=whiten"]),
     # Baselines from demonstrations / preferences (rcfd.train.baselines, TRL's trainers), not RL objectives.
     "sft": PlannedRun("sft", trainer="sft"),
     "dpo": PlannedRun("dpo", trainer="dpo"),  # needs data.preference_source

@@ -21,6 +21,7 @@ from pathlib import Path
 from ..config import load_config
 from ..errors import RcfdError
 from ..files import write_json
+from ..train.objectives import PAPER
 from ..train.rundir import RunDir
 
 SHORTHANDS = {
@@ -37,7 +38,7 @@ class PlannedRun:
     trainer: str = "rl"  # rl (rcfd.train.trainer) | sft | dpo (rcfd.train.baselines, TRL's trainers)
 
 
-RCFD_RUN = PlannedRun("rcfd", ["objective.name=rcfd"])
+RCFD_RUN = PlannedRun("rcfd", [f"objective.name={PAPER}"])
 
 
 def parse_grid(spec: str) -> tuple[str, list[str]]:

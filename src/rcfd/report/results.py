@@ -54,9 +54,15 @@ def _family(name: str, metrics: dict) -> tuple[str, float | None]:
         return "grid", None
     if name == "base" or metrics.get("objective", "").startswith("none"):
         return "base", None
-    if str(metrics.get("objective", "")).startswith("rcfd"):  # rcfd, rcfd-mean
+    if _calibrates(metrics.get("objective")):  # rcfd, rcfd-mean, rcfd-batch
         return "rcfd", None
     return "run", None
+
+
+def _calibrates(objective) -> bool:
+    from ..train.objectives import CLASSES
+
+    return objective in CLASSES and CLASSES[objective].needs_targets
 
 
 def _reward_names(metrics: dict, config: dict | None) -> list[str]:

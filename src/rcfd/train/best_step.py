@@ -1,28 +1,62 @@
-"""Weights kept beside the trained ones, for the final policy: a tail average (``train.average_weights``;
-Polyak & Juditsky 1992) or the best-calibrated step (``train.load_best_model_at_end``).
+"""The quick evaluation during training (``train.eval_every``) and the best-calibrated step
+(``train.load_best_model_at_end``, an extension; the paper keeps the last step).
 
-Near its optimum a policy trained with noisy gradient steps at a fixed rate random-walks around it
-(Adam takes full-size steps of noise). The mean of the iterates over the last part of the run sits
-closer to the optimum than any one of them, at no cost in rollouts. Where an objective's optimum is
-not the target (the paper's per-sample loss pays for a narrower reward spread, so a run can pass
-through the demonstrations' point and settle past it), the step measured closest to the target on
-held-out prompts is the one to keep.
+Where an objective's optimum is not the target (the paper's per-sample loss pays for a narrower reward
+spread, so a run can pass through the demonstrations' point and settle past it), the step measured
+closest to the target on validation prompts is the one to keep.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
 
+from ..data import validation_dataset
+from ..errors import RcfdError
+from ..eval import metric_names as N
+from ..eval import metrics as M
+from ..eval.evaluate import evaluate
+from ..files import replaced_atomically
+from ..rewards.demo_cache import demo_rewards
 from .checkpoint import trainable_state
 
-AVERAGE_FILE = "weight_average.safetensors"
 BEST_FILE = "best_weights.safetensors"
 
 
-def trainable_weights(model) -> dict[str, torch.Tensor]:
-    return {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+class CalibrationProbe:
+    """``eval/…`` metrics of the current policy on the validation split (``data.num_val``) or else the
+    first ``train.eval_prompts`` held-out prompts (one completion each, a fixed seed): where its reward
+    distribution stands against the demonstrations'. Sampled under a forked RNG, so training draws the
+    same numbers with or without it."""
+
+    def __init__(self, components, config):
+        self.components, self.config = components, config
+        self.dataset = self.demo_values = None  # built on first use
+
+    def __call__(self, policy) -> dict:
+        c, parts = self.config, self.components
+        if self.dataset is None:
+            self.dataset = (validation_dataset(c.data, parts.tokenizer) if c.data.num_val else
+                            parts.eval_ds.select(range(min(c.train.eval_prompts, len(parts.eval_ds)))))
+            self.demo_values = demo_rewards(parts.rewards, self.dataset, parts.tokenizer, c.generation.max_new_tokens,
+                                            desc="demonstration rewards (eval_every)", progress=False)
+        with torch.random.fork_rng():
+            m = evaluate(policy, parts.reference, parts.tokenizer, self.dataset, parts.rewards, self.demo_values, c,
+                         seed=c.train.seed, progress=False, samples_per_prompt=1, curves=False,
+                         reference_metrics=not c.train.load_best_model_at_end)
+        names = parts.rewards.names
+        gaps = {n: M.demo_z(m[f"rewards/{n}/mean"], m[f"rewards/{n}/demo_mean"], m[f"rewards/{n}/demo_std"])
+                for n in names}
+        out = {N.EVAL_REWARD_Z: gaps[names[0]], N.EVAL_ALIGNMENT: m["alignment"],
+               N.EVAL_DISTINCT_2_REL: M.relative(m["distinct_2"], m["demo_distinct_2"]),
+               N.EVAL_CALIBRATION_DISTANCE: math.sqrt(sum(g * g for g in gaps.values()) / len(gaps))}
+        if "kl_to_ref" in m:
+            out.update({N.EVAL_NATURALNESS: m["naturalness"], N.EVAL_KL: m["kl_to_ref"]})
+        if len(gaps) > 1:  # each reward's own curve (eval/reward_z is the first reward's)
+            out.update({f"eval/{name}/reward_z": gap for name, gap in gaps.items()})
+        return out
 
 
 def copy_into(model, weights: dict[str, torch.Tensor]) -> None:
@@ -30,57 +64,6 @@ def copy_into(model, weights: dict[str, torch.Tensor]) -> None:
     with torch.no_grad():
         for name, value in weights.items():
             params[name].copy_(value.to(params[name].dtype))
-
-
-def save_weights(weights: dict[str, torch.Tensor], path) -> Path:
-    from safetensors.torch import save_file
-
-    from ..files import replaced_atomically
-
-    with replaced_atomically(path) as tmp:
-        save_file({n: v.contiguous() for n, v in weights.items()}, tmp)
-    return Path(path)
-
-
-def load_weights(path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    return load_file(str(path))
-
-
-class WeightAverage:
-    """Running mean of the trainable weights after each of the last ``round(fraction × steps)`` RL steps."""
-
-    def __init__(self, steps: int, fraction: float):
-        self.first_step = steps - round(fraction * steps) + 1  # fraction 0: after the last step, never
-        self.count = 0
-        self.mean: dict[str, torch.Tensor] | None = None
-
-    def update(self, step: int, model) -> None:
-        """Add the weights after RL step ``step`` (1-based) if it is one of the averaged steps."""
-        if step < self.first_step:
-            return
-        trainable = trainable_weights(model)
-        self.count += 1
-        if self.mean is None:
-            self.mean = {n: p.clone().float() for n, p in trainable.items()}
-            return
-        with torch.no_grad():
-            for name, value in trainable.items():
-                self.mean[name] += (value.float() - self.mean[name]) / self.count
-
-    def apply(self, model) -> None:
-        """Copy the mean into ``model`` (nothing when no step was averaged)."""
-        if self.count:
-            copy_into(model, self.mean)
-
-    def save(self, path) -> Path:
-        return save_weights(self.mean, path)
-
-    def load(self, path, count: int) -> None:
-        """Restore the mean of a checkpoint (``count`` steps averaged so far; 0: none)."""
-        self.count = count
-        self.mean = load_weights(path) if count else None
 
 
 class BestWeights:
@@ -95,9 +78,14 @@ class BestWeights:
 
     def offer(self, step: int, distance: float, model) -> bool:
         """Keep ``model``'s weights after ``step`` if ``distance`` beats the best so far; say whether it did."""
+        if not math.isfinite(distance):
+            raise RcfdError(f"eval/calibration_distance is {distance} at step {step}: a reward is not finite, or "
+                            "its demonstrations' std on the validation prompts is 0 (e.g. length with demonstrations "
+                            "all of one length), so steps cannot be ranked; drop that reward or set "
+                            "train.load_best_model_at_end=false")
         if step == 0:
             self.start_distance = distance
-        if not distance < self.distance:  # NaN never wins
+        if not distance < self.distance:
             return False
         self.step, self.distance = step, distance
         self.weights = trainable_state(model)
@@ -108,15 +96,21 @@ class BestWeights:
         if self.weights is not None:
             copy_into(model, self.weights)
 
-    def state(self) -> dict:
+    def state_dict(self) -> dict:
         return {"best_step": self.step, "best_distance": self.distance if self.step is not None else None,
                 "start_distance": self.start_distance}
 
     def save(self, path) -> Path:
-        return save_weights(self.weights, path)
+        from safetensors.torch import save_file
+
+        with replaced_atomically(path) as tmp:
+            save_file({n: v.contiguous() for n, v in self.weights.items()}, tmp)
+        return Path(path)
 
     def load(self, path, state: dict) -> None:
-        """Restore what a checkpoint kept (its :meth:`state` and the weights file)."""
+        """Restore what a checkpoint kept (its :meth:`state_dict` and the weights file)."""
+        from safetensors.torch import load_file
+
         self.step, self.start_distance = state.get("best_step"), state.get("start_distance")
         self.distance = state["best_distance"] if self.step is not None else float("inf")
-        self.weights = load_weights(path) if self.step is not None else None
+        self.weights = load_file(str(path)) if self.step is not None else None

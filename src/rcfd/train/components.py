@@ -20,8 +20,6 @@ from ..config import reward_columns
 from ..errors import RcfdError
 from .rundir import RunDir
 
-DEMO_OBJECTIVES = ("rcfd", "rcfd-mean", "rcfd-batch")  # objectives that train towards R(x, y_demo)
-
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
@@ -49,6 +47,7 @@ def build_components(config, *, rank: int = 0, world: int = 1, progress: bool = 
     from ..data import build_datasets
     from ..models import load_policy
     from ..rewards import build_rewards
+    from .objectives import objective_class
     from .targets import training_targets
 
     c = config
@@ -62,7 +61,7 @@ def build_components(config, *, rank: int = 0, world: int = 1, progress: bool = 
     rewards = build_rewards(reward_columns(c), policy=policy, reference=reference, tokenizer=tokenizer,
                             model_id=c.model.name, config=c.reward, progress=progress)
     components = Components(policy, tokenizer, reference, train_ds, eval_ds, rewards)
-    wanted = c.objective.name in DEMO_OBJECTIVES if with_demo_rewards is None else with_demo_rewards
+    wanted = objective_class(c.objective.name).needs_targets if with_demo_rewards is None else with_demo_rewards
     if wanted and demo_rewards_from is not None and Path(demo_rewards_from).exists():
         components.demo_train = torch.load(demo_rewards_from)
     elif wanted:  # R(x, y_demo), or a target model's prediction of it (objective.target)

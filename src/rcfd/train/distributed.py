@@ -28,6 +28,12 @@ class Processes:
         torch.distributed.all_reduce(values)
         return values
 
+    def moments(self, x: torch.Tensor) -> tuple[float, float]:
+        """Mean and population std of ``x`` over the whole batch (every process's rows)."""
+        n, total, squares = self.sum(torch.stack([torch.tensor(float(len(x))), x.sum(), (x * x).sum()])).tolist()
+        mean = total / n
+        return mean, max(squares / n - mean * mean, 0.0) ** 0.5
+
     def any(self, flag: bool) -> bool:
         """True on every process when ``flag`` is true on one of them (so all stop together)."""
         return bool(self.sum(torch.tensor([float(flag)]))[0] > 0) if self.world > 1 else flag

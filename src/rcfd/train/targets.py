@@ -220,20 +220,11 @@ def fit_target_model(components, config, *, embedder: str = "minilm", heldout_fr
                            seed=seed, meta=meta)
 
 
-def target_variance(targets: torch.Tensor) -> torch.Tensor:
-    """[K] variance over training prompts of each column of the targets [N, K] (rows without a target,
-    NaN, left out): the fixed unit of ``objective.reward_scale=demo``."""
-    variance = ((targets - targets.nanmean(0)) ** 2).nanmean(0)
-    if not (variance > 0).all():  # constant, or no target at all (NaN)
-        column = int((~(variance > 0)).nonzero()[0])
-        raise RcfdError(f"objective.reward_scale=demo: the training targets of reward column {column} are all "
-                        f"equal, so they give no scale; set objective.reward_scale=batch")
-    return variance
-
-
 def spread_matched(config) -> bool:
     """Whether the run calibrates (R, R²) rather than R (``objective.match_spread``)."""
-    return config.objective.match_spread and config.objective.name in ("rcfd-mean", "rcfd-batch")
+    from .objectives import objective_class
+
+    return objective_class(config.objective.name).matches_spread(config)
 
 
 def demonstration_targets(rewards, dataset, tokenizer, max_tokens: int, *, second_moment: bool = False,
@@ -256,6 +247,7 @@ def training_targets(config, components, progress: bool = True) -> torch.Tensor:
     ``objective.match_spread`` (targets for R and R²)."""
     from ..data import has_demonstration
     from ..rewards.base import check_finite
+    from .objectives import objective_class
 
     c, ds = config, components.train_ds
     has = has_demonstration(ds)
@@ -266,12 +258,8 @@ def training_targets(config, components, progress: bool = True) -> torch.Tensor:
                         f"objective.name={c.objective.name} calibrates to one: fill them in, set data.demo_fraction=1, "
                         f"or set objective.target=mixed with objective.target_model=DIR (`rcfd target-model train`) "
                         f"or objective.target=mean")
-    if spread_matched(c) and c.objective.name == "rcfd-mean":
-        counts = [len(d) for d in ds["demonstrations"]]
-        if min(counts) < 2:
-            raise RcfdError(f"objective.match_spread with objective.name=rcfd-mean matches each prompt's reward spread "
-                            f"to its demonstrations', but training row {counts.index(min(counts))} has {min(counts)}; "
-                            f"use data.group_demonstrations=true with data.min_demonstrations=2, or rcfd-batch")
+    if spread_matched(c):
+        objective_class(c.objective.name).check_demonstrations(ds)
     values = None
     if target in ("predicted", "mixed"):
         if c.objective.target_model:
