@@ -5,12 +5,11 @@ import math
 import pytest
 import torch
 
-from rcfd.train.objectives import (advantages_from, best_of_group, group_normalized, leave_one_out_mean, objective_values,
-                             ppo_clip_loss, rcfd_batch_advantages, rcfd_mean_advantages, rloo, sampled_kl,
-                             scale_advantages)
 from rcfd.config import make_config
+from rcfd.train.advantages import ESTIMATORS, group_normalized, leave_one_out_mean, ppo_clip_loss, rloo
+from rcfd.train.objectives import objective_values, rcfd_batch_advantages, rcfd_mean_advantages
 from rcfd.train.rollout import group_rows
-from rcfd.train.trainer import step_rows, whole_groups
+from rcfd.train.schedule import batch_indices, step_rows, whole_groups
 
 # Two prompts, k = 3 completions each.
 OBJ = torch.tensor([1.0, 2.0, 6.0, -1.0, -1.0, 2.0])
@@ -35,31 +34,11 @@ def test_group_normalized_by_hand():
     assert torch.equal(group_normalized(torch.full((4,), 2.0), 2), torch.zeros(4))  # equal values: no signal
 
 
-def test_best_of_group_by_hand():
-    # group 1 [1, 2, 6]: the third is best; group 2 [−1, −1, 2]: the third
-    assert torch.equal(best_of_group(OBJ, 3), torch.tensor([0.0, 0.0, 1.0, 0.0, 0.0, 1.0]))
-    assert torch.equal(best_of_group(OBJ, 2), torch.tensor([0.0, 1.0, 1.0, 0.0, 0.0, 1.0]))
-    assert torch.equal(best_of_group(torch.tensor([3.0, 3.0, -5.0, -7.0]), 2), torch.tensor([1.0, 0.0, 1.0, 0.0]))
-    assert torch.equal(advantages_from(OBJ, "best-of-k", 3)[0], best_of_group(OBJ, 3))
-
-
-def test_advantage_scales_by_hand():
-    a = torch.tensor([-2.0, 2.0, -2.0, 2.0])  # population std 2
-    assert torch.equal(scale_advantages(a, "none")[0], a)
-    assert torch.allclose(scale_advantages(a, "batch")[0], a / 2)
-    first, std = scale_advantages(a, "first")
-    assert std == pytest.approx(2.0) and torch.allclose(first, a / 2)
-    later, kept = scale_advantages(a * 0.1, "first", std)  # frozen: smaller objective, smaller update
-    assert kept == std and torch.allclose(later, a * 0.05)
-
-
-def test_advantages_from_chooses_the_estimator():
-    whitened, _ = advantages_from(OBJ, "whiten")
+def test_each_estimator_by_name():
+    whitened = ESTIMATORS["whiten"](OBJ, 1)
     assert whitened.mean().abs() < 1e-6 and whitened.std(unbiased=False) == pytest.approx(1.0, abs=1e-5)
-    assert torch.equal(advantages_from(OBJ, "rloo", 3)[0], rloo(OBJ, 3))
-    assert torch.equal(advantages_from(OBJ, "group", 3)[0], group_normalized(OBJ, 3))
-    with pytest.raises(ValueError, match="unknown advantage estimator"):
-        advantages_from(OBJ, "ppo")
+    assert torch.equal(ESTIMATORS["rloo"](OBJ, 3), rloo(OBJ, 3))
+    assert torch.equal(ESTIMATORS["group"](OBJ, 3), group_normalized(OBJ, 3))
     with pytest.raises(ValueError, match="groups of 4"):
         rloo(OBJ, 4)
 
@@ -93,30 +72,6 @@ def test_rcfd_mean_with_several_rewards_scales_each_term():
     r2[:, 1] *= 100
     demo2[:, 1] *= 100
     assert torch.allclose(rcfd_mean_advantages(r2, demo2, 2), one, atol=1e-5)  # a reward's units do not matter
-
-
-def test_demo_reward_scale_keeps_each_terms_size_by_hand():
-    """objective.reward_scale=demo: each reward's term over the variance of its training targets, so a
-    term shrinks with its gap instead of being rescaled to unit batch std."""
-    from rcfd.train.objectives import combine_columns
-    from rcfd.train.targets import target_variance
-
-    terms = torch.tensor([[2.0, 0.5], [-2.0, -0.5]])
-    assert torch.allclose(combine_columns(terms, torch.tensor([4.0, 0.25])), torch.tensor([2 / 4 + 2.0, -2 / 4 - 2.0]))
-    assert torch.allclose(combine_columns(terms), torch.tensor([2.0, -2.0]))  # batch std: both terms unit size
-    # targets: column 0 values 1, 3 (variance 1) with a row without a target; column 1: 0, 4, 8 (32/3)
-    targets = torch.tensor([[1.0, 0.0], [3.0, 4.0], [float("nan"), 8.0]])
-    assert torch.allclose(target_variance(targets), torch.tensor([1.0, 32 / 3]))
-    with pytest.raises(Exception, match="reward_scale=batch"):
-        target_variance(torch.tensor([[1.0], [1.0]]))
-    # rcfd-mean with the demo scale: the raw terms −(R̄_{−i} − R_d)(R_i − R̄_{−i}) over the fixed unit, summed.
-    r = torch.tensor([[1.0, 10.0], [3.0, 50.0], [2.0, 20.0], [0.0, 40.0]])
-    demo = torch.tensor([[0.0, 0.0], [0.0, 0.0], [1.0, 10.0], [1.0, 10.0]])
-    scale = torch.tensor([1.0, 100.0])
-    far = rcfd_mean_advantages(r, demo, 2, scale)
-    others = torch.tensor([[3.0, 50.0], [1.0, 10.0], [0.0, 40.0], [2.0, 20.0]])
-    assert torch.allclose(far, (-(others - demo) * (r - others) / scale).sum(-1))
-    assert torch.allclose(objective_values("rcfd-mean", r, demo_rewards=demo, k=2, scale=scale), far)
 
 
 def test_rcfd_batch_advantage_by_hand():
@@ -153,7 +108,7 @@ def test_per_sample_column_charges_each_text_its_own_distance_by_hand():
     assert torch.allclose(plain, torch.zeros(4), atol=1e-6)  # the batch's means are on target: no signal
     curved = rcfd_batch_advantages(r, demo, 2, per_sample=flags)
     z = torch.tensor([0.16, -0.16, 0.0, 0.0])
-    assert torch.allclose(curved, z / z.std(unbiased=False), atol=1e-5)  # batch-std unit, as combine_columns
+    assert torch.allclose(curved, z / z.std(unbiased=False), atol=1e-5)  # batch-std unit, as combine_terms
     assert torch.allclose(objective_values("rcfd-batch", r, demo_rewards=demo, k=2, per_sample=flags), curved)
     assert curved[1] < 0 < curved[0]  # the text that repeats itself is pushed down, its sibling up
 
@@ -164,22 +119,6 @@ def test_per_sample_names_a_reward_column():
                      "objective": {"per_sample": ["loglik"]}})
     make_config({"reward": {"names": ["sentiment"], "calibrate_also": ["repetition"]},
                  "objective": {"per_sample": ["repetition"]}})
-
-
-def test_pooled_gaps_by_hand():
-    from rcfd.train.objectives import pool_gaps
-
-    step1 = torch.tensor([2.0, 4.0], dtype=torch.float64)  # gaps summing to 2 over 4 prompts
-    pooled, carried = pool_gaps(step1, None, memory=2)
-    assert pooled.tolist() == [2.0, 4.0] and carried.tolist() == [1.0, 2.0]  # weight 1/2 one step back
-    pooled, carried = pool_gaps(torch.tensor([-6.0, 4.0], dtype=torch.float64), carried, memory=2)
-    assert pooled.tolist() == [-5.0, 6.0] and carried.tolist() == [-2.5, 3.0]  # two back: 1/4
-    assert pool_gaps(step1, None, memory=0) == (step1, None)  # off: this step alone
-    # with the pool, prompt 0's factor is the mean gap of its 3 batch neighbours and the pooled past
-    r = torch.tensor([[1.0], [3.0], [0.0], [4.0], [5.0], [5.0]])
-    demo = torch.tensor([[1.0]] * 4 + [[8.0]] * 2)  # gaps 1, 1, −3 (sum −1)
-    a = rcfd_batch_advantages(r, demo, 2, gap_sum=torch.tensor([-1.0 + 4.0]), num_prompts=3 + 2.0)
-    assert torch.allclose(a[:2], -((1 - 3 + 4) / 4) * torch.tensor([-2.0, 2.0]))
 
 
 def test_rcfd_batch_advantage_is_unbiased_for_the_batch_gap():
@@ -226,15 +165,6 @@ def test_dr_grpo_weighs_every_token_alike_whatever_its_completions_length():
         assert logp.grad[0, 1:].abs().sum() == 0  # padding gets nothing
 
 
-def test_sampled_kl_by_hand():
-    old = torch.zeros(2, 3)
-    logp = torch.log(torch.tensor([[2.0, 0.5, 3.0], [1.0, 1.0, 1.0]]))  # ratios ρ
-    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
-    # Σ_t (ρ − 1) − log ρ over the masked tokens: (1 − log 2) + (−0.5 + log 2) = 0.5; an unchanged policy 0
-    assert torch.allclose(sampled_kl(logp, old, mask), torch.tensor([0.5, 0.0]), atol=1e-6)
-    assert (sampled_kl(torch.randn(4, 5), torch.randn(4, 5), torch.ones(4, 5)) >= 0).all()
-
-
 def test_ppo_clip_loss_gradient_vanishes_where_clipped():
     logp = torch.log(torch.tensor([[1.5, 1.0]])).requires_grad_()
     loss = ppo_clip_loss(logp, torch.zeros(1, 2), torch.tensor([1.0]), torch.ones(1, 2), 0.2).sum()
@@ -257,8 +187,6 @@ def test_every_prompt_of_a_step_appears_k_times_in_whole_groups_across_processes
         chunk = one[start:start + minibatch]
         assert all(chunk.count(i) == k for i in set(chunk))
     # k = 1 is the paper's (and the earlier releases') batch
-    from rcfd.train.trainer import batch_indices
-
     assert step_rows(5, n, batch, 1, seed) == batch_indices(5, n, batch, seed)
 
 

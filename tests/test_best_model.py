@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 
 from rcfd.config import load_config
 from rcfd.errors import RcfdError
-from rcfd.train.best_step import BestWeights
+from rcfd.train.best_step import BestWeights, CalibrationProbe
 
 BEST = ("train.eval_every=1", "data.num_val=8", "train.load_best_model_at_end=true")
 
@@ -22,7 +22,7 @@ def test_best_weights_keeps_the_smallest_distance_and_the_earlier_of_ties():
     model = torch.nn.Linear(2, 1)
     best = BestWeights()
     kept = {}
-    for step, distance in enumerate([2.0, 1.0, float("nan"), 1.0, 3.0]):
+    for step, distance in enumerate([2.0, 1.0, 1.0, 3.0]):
         with torch.no_grad():
             model.weight.fill_(step)
         if best.offer(step, distance, model):
@@ -32,6 +32,8 @@ def test_best_weights_keeps_the_smallest_distance_and_the_earlier_of_ties():
         model.weight.fill_(9)
     best.apply(model)
     assert torch.equal(model.weight, kept["weight"]) and float(model.weight.detach()[0, 0]) == 1.0
+    with pytest.raises(RcfdError, match="cannot be ranked"):  # NaN never wins: it stops with the fix
+        best.offer(4, float("nan"), model)
 
 
 def test_best_weights_round_trip_through_a_file(tmp_path):
@@ -39,7 +41,7 @@ def test_best_weights_round_trip_through_a_file(tmp_path):
     best = BestWeights()
     best.offer(3, 0.5, model)
     restored = BestWeights()
-    restored.load(best.save(tmp_path / "best.safetensors"), best.state())
+    restored.load(best.save(tmp_path / "best.safetensors"), best.state_dict())
     assert (restored.step, restored.distance) == (3, 0.5)
     assert all(torch.equal(restored.weights[k], v) for k, v in best.weights.items())
     empty = BestWeights()
@@ -67,7 +69,6 @@ def test_validation_split_is_disjoint_from_training_evaluation_and_unseen(tiny_p
 @pytest.mark.parametrize("overrides, message", [
     (("train.load_best_model_at_end=true",), "set train.eval_every"),
     (("train.load_best_model_at_end=true", "train.eval_every=1"), r"data.num_val \(got 0\)"),
-    ((*BEST, "train.average_weights=0.5"), "set one of them"),
     (("data.num_val=-1",), "data.num_val must be >= 0"),
 ])
 def test_bad_selection_settings_name_the_field(tiny_config, overrides, message):
@@ -78,10 +79,10 @@ def test_bad_selection_settings_name_the_field(tiny_config, overrides, message):
 def test_final_policy_holds_the_step_measured_closest(tiny_config, tmp_path, monkeypatch):
     """With made-up distances 5, 3, 1, 2, 4 for steps 0..4 the final weights are step 2's, in the final
     checkpoint and in summary.json, and the distances are logged."""
-    from rcfd.train.trainer import Trainer, run_training
+    from rcfd.train.trainer import run_training
 
     distances = iter([5.0, 3.0, 1.0, 2.0, 4.0])
-    monkeypatch.setattr(Trainer, "calibration_metrics", lambda self: {"eval/calibration_distance": next(distances)})
+    monkeypatch.setattr(CalibrationProbe, "__call__", lambda self, policy: {"eval/calibration_distance": next(distances)})
     config = tiny_config(*BEST, "train.save_every=1", "train.keep_checkpoints=5")
     _, summary = run_training(config, tmp_path / "run", progress=False, evaluate_after=False)
     assert (summary["best_step"], summary["best_distance"], summary["start_distance"]) == (2, 1.0, 5.0)
@@ -106,7 +107,7 @@ def test_base_model_wins_when_no_step_beats_it(tiny_config, tmp_path, monkeypatc
     from rcfd.train.trainer import Trainer
 
     distances = iter([0.5, 3.0, 1.0])
-    monkeypatch.setattr(Trainer, "calibration_metrics", lambda self: {"eval/calibration_distance": next(distances)})
+    monkeypatch.setattr(CalibrationProbe, "__call__", lambda self, policy: {"eval/calibration_distance": next(distances)})
     trainer = Trainer(tiny_config(*BEST, "train.steps=2"), tmp_path / "run", progress=False)
     before = _weights(trainer.policy)
     trainer.train()
@@ -119,12 +120,12 @@ def test_real_distance_is_the_rms_of_the_logged_gaps_and_resume_is_exact(tiny_co
     gaps; 2 + 2 steps resumed keep the same step and weights as 4 straight."""
     from rcfd.train.trainer import Trainer, run_training
 
-    overrides = (*BEST, "reward.names=[loglik,loglik-head]")
+    overrides = (*BEST, "reward.names=[loglik,loglik-spread]")
     straight, summary = run_training(tiny_config(*overrides), tmp_path / "straight", progress=False,
                                      evaluate_after=False)
     rows = [json.loads(line) for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
     for row in rows:
-        rms = math.sqrt((row["eval/loglik/reward_z"] ** 2 + row["eval/loglik-head/reward_z"] ** 2) / 2)
+        rms = math.sqrt((row["eval/loglik/reward_z"] ** 2 + row["eval/loglik-spread/reward_z"] ** 2) / 2)
         assert row["eval/calibration_distance"] == pytest.approx(rms)
         assert "eval/kl_to_ref" not in row  # the validation evaluation skips the reference passes
     assert summary["best_distance"] == min([r["eval/calibration_distance"] for r in rows] + [summary["start_distance"]])

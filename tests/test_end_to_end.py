@@ -1,11 +1,11 @@
-"""Train + eval on the tiny model through the CLI: files, summary, determinism, resume, failures."""
+"""The CLI on the tiny model: `rcfd train` and `rcfd eval` files, summary, determinism, resume, failures and
+one-line errors (the loop and its options: tests/test_trainer.py)."""
 
 import json
 import subprocess
 import sys
 
 import pytest
-import torch
 from safetensors.torch import load_file
 
 from rcfd_testing import TINY
@@ -54,218 +54,8 @@ def test_same_seed_same_metrics(tmp_path):
     assert (a / "metrics.jsonl").read_text() != (c / "metrics.jsonl").read_text()
 
 
-GROUPED = ("--set", "train.num_generations=4", "--set", "objective.name=rcfd-mean", "--set", "train.advantage=rloo",
-           "--set", "train.advantage_scale=first")
 
 
-def test_group_rollouts_rerun_gives_identical_metrics(tmp_path):
-    a, b = tmp_path / "a", tmp_path / "b"
-    for run in (a, b):
-        assert _train(run, "--no-eval", "--steps", "2", *GROUPED) == 0
-    assert (a / "metrics.jsonl").read_text() == (b / "metrics.jsonl").read_text()
-
-
-def test_resume_with_a_frozen_first_step_scale_continues_exactly(tmp_path, tiny_config):
-    from rcfd.train.trainer import Trainer
-
-    straight, split = tmp_path / "straight", tmp_path / "split"
-    assert _train(straight, "--no-eval", "--steps", "4", *GROUPED) == 0
-    overrides = [GROUPED[i] for i in range(1, len(GROUPED), 2)]
-    trainer = Trainer(tiny_config("train.steps=4", *overrides), split, progress=False)
-    trainer.train(steps=2)
-    del trainer
-    assert _train(split, "--no-eval", "--resume", str(split)) == 0
-    assert (straight / "metrics.jsonl").read_text() == (split / "metrics.jsonl").read_text()
-
-
-BATCH_SGD = ("train.num_generations=4", "objective.name=rcfd-batch", "train.advantage=rloo", "train.optimizer=sgd",
-             "train.momentum=0.9", "train.learning_rate=0.1", "objective.gap_memory=4", "train.average_weights=0.75")
-
-
-def test_rcfd_batch_with_sgd_momentum_resumes_exactly(tmp_path, tiny_config):
-    """The SGD momentum buffers live in the checkpoint like Adam's moments, and rcfd-batch's pool of past
-    gaps (objective.gap_memory) and the running weight average (train.average_weights, the last 3 steps:
-    one before the split) with them: 2 + 2 steps = 4 steps, same final weights."""
-    from rcfd.train.trainer import Trainer
-
-    straight, split = tmp_path / "straight", tmp_path / "split"
-    assert _train(straight, "--no-eval", "--steps", "4", *[x for o in BATCH_SGD for x in ("--set", o)]) == 0
-    trainer = Trainer(tiny_config("train.steps=4", *BATCH_SGD), split, progress=False)
-    trainer.train(steps=2)
-    assert isinstance(trainer.optimizer, torch.optim.SGD)
-    del trainer
-    assert _train(split, "--no-eval", "--resume", str(split)) == 0
-    rows = [json.loads(line) for line in (straight / "metrics.jsonl").read_text().splitlines()]
-    assert len(rows) == 4 and rows[-1]["train/grad_norm"] > 0
-    assert (straight / "metrics.jsonl").read_text() == (split / "metrics.jsonl").read_text()
-    w1, w2 = _final_weights(straight), _final_weights(split)
-    assert all(torch.equal(w1[k], w2[k]) for k in w1)
-
-
-def test_rcfd_batch_demo_mean_all_compares_with_every_training_target(tiny_config, tmp_path, monkeypatch):
-    """objective.demo_mean=all: rcfd-batch's gaps are taken against the mean of all training targets."""
-    import rcfd.train.trainer as trainer_module
-
-    seen = []
-    real = trainer_module.prompt_gaps
-    monkeypatch.setattr(trainer_module, "prompt_gaps", lambda r, d, k: seen.append(d.clone()) or real(r, d, k))
-    batch = ("train.num_generations=2", "objective.name=rcfd-batch", "train.advantage=rloo")
-    for mean in ("batch", "all"):
-        t = trainer_module.Trainer(tiny_config("train.steps=1", *batch, f"objective.demo_mean={mean}"),
-                                   tmp_path / mean, progress=False)
-        t.train()
-    paired, pooled = seen
-    assert torch.allclose(pooled, t.demo_train.mean(0).expand_as(pooled))
-    assert not torch.allclose(paired, pooled)  # the batch's own demonstrations differ from prompt to prompt
-    # the logs still describe the batch's own demonstrations, whichever mean the gap uses
-    logged = [json.loads((tmp_path / m / "metrics.jsonl").read_text().splitlines()[0]) for m in ("batch", "all")]
-    demo_means = [next(v for key, v in row.items() if key.endswith("/demo_mean")) for row in logged]
-    assert demo_means[0] == pytest.approx(demo_means[1]) == pytest.approx(float(paired.mean()), abs=1e-6)
-
-
-def test_demo_reward_scale_divides_by_the_training_targets_variance(tiny_config, tmp_path, monkeypatch):
-    """objective.reward_scale=demo hands the objective each column's variance over the training targets."""
-    import rcfd.train.trainer as trainer_module
-    from rcfd.train.objectives import objective_values
-
-    seen = []
-    monkeypatch.setattr(trainer_module, "objective_values",
-                        lambda *a, **kw: seen.append(kw["scale"]) or objective_values(*a, **kw))
-    mean = ("train.num_generations=2", "objective.name=rcfd-mean", "train.advantage=rloo",
-            "reward.calibrate_also=[loglik-spread]")
-    for scale in ("batch", "demo"):
-        t = trainer_module.Trainer(tiny_config("train.steps=1", *mean, f"objective.reward_scale={scale}"),
-                                   tmp_path / scale, progress=False)
-        t.train()
-    assert seen[0] is None
-    assert torch.allclose(seen[1], t.demo_train.var(0, unbiased=False))
-    assert seen[1].shape == (2,)
-    # the paper's per-sample objective takes the same unit (its default stays the whitened sum)
-    per_sample = ("objective.name=rcfd", "reward.calibrate_also=[loglik-spread]")
-    t = trainer_module.Trainer(tiny_config("train.steps=1", *per_sample, "objective.reward_scale=demo"),
-                               tmp_path / "per-sample", progress=False)
-    t.train()
-    assert torch.allclose(seen[2], t.demo_train.var(0, unbiased=False))
-
-
-def test_dr_grpo_loss_divides_by_the_generation_cap(tiny_config, tmp_path, monkeypatch):
-    """train.loss_type=dr_grpo hands the PPO loss generation.max_new_tokens; 'grpo' (the default) hands None
-    (ppo_clip_loss's own tests check what each does with it)."""
-    import rcfd.train.trainer as trainer_module
-    from rcfd.train.objectives import ppo_clip_loss
-
-    seen = []
-    monkeypatch.setattr(trainer_module, "ppo_clip_loss",
-                        lambda *a: seen.append(a[-1]) or ppo_clip_loss(*a))
-    for loss_type in ("grpo", "dr_grpo"):
-        t = trainer_module.Trainer(tiny_config("train.steps=1", f"train.loss_type={loss_type}"),
-                                   tmp_path / loss_type, progress=False)
-        t.train()
-    cap = t.config.generation.max_new_tokens
-    assert seen and set(seen[:len(seen) // 2]) == {None} and set(seen[len(seen) // 2:]) == {cap}
-
-
-def test_target_feedback_shifts_each_target_by_the_last_batches_gaps(tiny_config, tmp_path):
-    """objective.target_feedback=g: step 1 uses the demonstrations' rewards as they are; each later step's shift
-    is the previous one minus g × (that step's batch mean reward − its demonstrations' mean), per reward; a
-    resumed run carries the shift on."""
-    import json
-
-    from rcfd.train.trainer import Trainer
-
-    config = tiny_config("train.steps=3", "train.save_every=1", "objective.target_feedback=0.5",
-                         "reward.calibrate_also=[length]")
-    Trainer(config, tmp_path / "run", progress=False).train()
-    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    shift = {"loglik": 0.0, "length": 0.0}
-    for record in records:
-        for name in shift:
-            assert record[f"objective/{name}/target_shift"] == pytest.approx(shift[name], abs=1e-5)
-        for name in shift:
-            mean, demo = record[f"rewards/{name}/mean"], record[f"rewards/{name}/demo_mean"]
-            shift[name] -= 0.5 * (mean - demo)
-    assert records[-1]["objective/loglik/target_shift"] != 0
-    # resumed from the checkpoint of step 2 (the later one removed), step 3 is the same
-    import shutil
-
-    shutil.copytree(tmp_path / "run", tmp_path / "part")
-    shutil.rmtree(tmp_path / "part" / "checkpoints" / "step-000003")
-    Trainer(config, tmp_path / "part", resume=True, progress=False).train()
-    assert (tmp_path / "part" / "metrics.jsonl").read_text() == (tmp_path / "run" / "metrics.jsonl").read_text()
-
-
-def test_per_sample_flags_reach_the_objective_for_rcfd_only(tiny_config, tmp_path, monkeypatch):
-    """objective.per_sample hands the objective one flag per calibrated column (twice with match_spread);
-    reward maximization sees none."""
-    import rcfd.train.trainer as trainer_module
-    from rcfd.train.objectives import objective_values
-
-    seen = []
-    monkeypatch.setattr(trainer_module, "objective_values",
-                        lambda *a, **kw: seen.append(kw["per_sample"]) or objective_values(*a, **kw))
-    common = ("train.steps=1", "train.num_generations=2", "train.advantage=rloo",
-              "reward.calibrate_also=[loglik-spread]", "objective.per_sample=[loglik-spread]")
-    for i, extra in enumerate([("objective.name=rcfd-batch",), ("objective.name=rcfd-batch", "objective.match_spread=true"),
-                               ("objective.name=reward",)]):
-        trainer_module.Trainer(tiny_config(*common, *extra), tmp_path / str(i), progress=False).train()
-    assert seen[0].tolist() == [False, True]
-    assert seen[1].tolist() == [False, True, False, True]
-    assert seen[2] is None
-
-
-def test_max_step_kl_scales_each_update_back_into_the_bound(tiny_config, tmp_path):
-    """train.max_step_kl: a bound the update never reaches leaves the run as without it; a tighter one
-    halves the weight change until the step's KL fits; one no update meets undoes the step."""
-    from rcfd.train.trainer import Trainer
-
-    def run(name, *extra):  # one step; the trainable weights before and after
-        trainer = Trainer(tiny_config("train.steps=1", "train.learning_rate=1e-2", *extra), tmp_path / name,
-                          progress=False)
-        trainable = lambda: [p.detach().clone() for p in trainer.policy.parameters() if p.requires_grad]  # noqa: E731
-        start = trainable()
-        return trainer.step()[0], start, trainable()
-
-    free, _, free_weights = run("free")
-    loose, _, loose_weights = run("loose", "train.max_step_kl=1e6")
-    assert loose["train/step_scale"] == 1.0 and loose["train/step_kl"] > 0
-    assert all(torch.equal(a, b) for a, b in zip(free_weights, loose_weights))
-    bound = loose["train/step_kl"] / 10  # a tenth of the update's own KL
-    tight, _, _ = run("tight", f"train.max_step_kl={bound}")
-    assert tight["train/step_scale"] <= 0.5 and 0 < tight["train/step_kl"] <= bound
-    undone, start, after = run("undone", "train.max_step_kl=1e-30", "train.max_step_kl_halvings=1")
-    assert undone["train/step_scale"] == 0.0 and undone["train/step_kl"] == 0.0
-    assert all(torch.equal(a, b) for a, b in zip(start, after))
-
-
-def test_best_of_k_updates_on_each_prompts_best_completion_only(tiny_config, tmp_path, monkeypatch):
-    """train.advantage=best-of-k: the update's forward passes see one completion per prompt, the one with the
-    highest objective, and a step moves the weights."""
-    import rcfd.train.trainer as trainer_module
-
-    seen = []
-    real = trainer_module.token_logprobs
-
-    def recording(model, rollout, *args):
-        seen.append(rollout.completion_ids.clone())
-        return real(model, rollout, *args)
-
-    trainer = trainer_module.Trainer(tiny_config("train.steps=1", "train.num_generations=4",
-                                                 "train.advantage=best-of-k"), tmp_path / "bok", progress=False)
-    picked = []
-    real_update = trainer.update
-
-    def update(rollout, old_logp, advantages, branch=None):  # note which completions got a nonzero advantage
-        picked.append(rollout.select(advantages.nonzero().flatten()).completion_ids)
-        return real_update(rollout, old_logp, advantages, branch)
-
-    monkeypatch.setattr(trainer, "update", update)
-    monkeypatch.setattr(trainer_module, "token_logprobs", recording)
-    before = [p.detach().clone() for p in trainer.policy.parameters() if p.requires_grad]
-    trainer.step()
-    assert sum(len(ids) for ids in seen) == 8 // 4  # batch 8, k = 4: two prompts, one completion each
-    assert torch.equal(torch.cat(seen), picked[0])
-    after = [p.detach() for p in trainer.policy.parameters() if p.requires_grad]
-    assert any(not torch.equal(a, b) for a, b in zip(before, after))
 
 
 def test_calibrate_also_is_calibrated_by_rcfd_and_ignored_by_reward_maximization(tmp_path):
@@ -310,23 +100,6 @@ def test_summary_states_the_noise_of_the_calibration_figures(tmp_path):
     # on the loglik task the naturalness of a text is its reward
     assert s["naturalness"] == pytest.approx(s["reward_mean"], abs=1e-4)
     assert s["demo_naturalness"] == pytest.approx(s["demo_reward_mean"], abs=1e-4)
-
-
-def test_resume_continues_exactly(tmp_path, tiny_config):
-    """6 steps straight == a 6-step run stopped after 3 and resumed: same metrics and final weights."""
-    from rcfd.train.trainer import Trainer
-
-    straight, split = tmp_path / "straight", tmp_path / "split"
-    assert _train(straight, "--no-eval", "--steps", "6") == 0
-    trainer = Trainer(tiny_config("train.steps=6"), split, progress=False)
-    trainer.train(steps=3)  # stops (and checkpoints) after 3 of the 6 steps
-    del trainer
-    assert len((split / "metrics.jsonl").read_text().splitlines()) == 3
-    assert main(["train", "--resume", str(split), "--no-eval", "--quiet"]) == 0
-    assert (straight / "metrics.jsonl").read_text() == (split / "metrics.jsonl").read_text()
-    w1, w2 = _final_weights(straight), _final_weights(split)
-    assert w1.keys() == w2.keys() and len(w1) > 0
-    assert all(torch.equal(w1[k], w2[k]) for k in w1)
 
 
 @pytest.fixture(autouse=True)

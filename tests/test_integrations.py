@@ -63,8 +63,10 @@ def test_trl_reward_batch_form_by_hand_in_any_row_order():
     assert torch.allclose(torch.tensor(reward(prompts, completions, demonstration=demos)), torch.tensor(expected))
     with pytest.raises(RcfdError, match="at least 2 prompts with the same number"):
         reward(["p", "p", "q"], ["a", "b", "c"], demonstration=["x", "x", "y"])
-    with pytest.raises(RcfdError, match="objective must be 'rcfd' or 'rcfd-batch'"):
+    with pytest.raises(RcfdError, match="unknown objective 'batch' in objective.name"):
         RCfDReward(n_words, objective="batch")
+    with pytest.raises(RcfdError, match="objective 'kl' gives no per-completion reward"):
+        RCfDReward(n_words, objective="kl")
 
 
 def test_trl_reward_batch_form_against_a_fixed_demonstration_mean():

@@ -30,34 +30,29 @@ def test_loglik_reward_matches_hand_computation(tiny_model, tiny_tokenizer):
 
 
 def test_loglik_statistics_by_hand():
-    # Row 0: five tokens [-1, -2, -3, -4, -5]: head = first 3, tail = last 2. Row 1: one token (tail = head).
+    # Row 0: five tokens [-1, -2, -3, -4, -5]. Row 1: one token.
     logp = torch.tensor([[-1.0, -2.0, -3.0, -4.0, -5.0], [-2.0, 0.0, 0.0, 0.0, 0.0]])
     mask = torch.tensor([[1, 1, 1, 1, 1], [1, 0, 0, 0, 0]])
     assert loglik_statistic(logp, mask, "mean").tolist() == [-3.0, -2.0]
-    assert loglik_statistic(logp, mask, "head").tolist() == [-2.0, -2.0]
-    assert loglik_statistic(logp, mask, "tail").tolist() == [-4.5, -2.0]
     assert torch.allclose(loglik_statistic(logp, mask, "spread"), torch.tensor([2.0 ** 0.5, 0.0]))
-    # A loop: one unlikely start, then predictable repeats, averages like a natural text but not by halves.
+    # A loop: one unlikely start, then predictable repeats, averages like a natural text but is uneven.
     natural = torch.tensor([[-3.0, -3.0, -3.0, -3.0]])
     loop = torch.tensor([[-6.5, -4.5, -0.5, -0.5]])
     full = torch.ones(1, 4)
     assert loglik_statistic(loop, full).item() == loglik_statistic(natural, full).item()
-    assert loglik_statistic(loop, full, "head").item() == -5.5
-    assert loglik_statistic(loop, full, "tail").item() == -0.5
+    assert loglik_statistic(loop, full, "spread").item() > loglik_statistic(natural, full, "spread").item() == 0
     with pytest.raises(ValueError, match="statistic"):
         loglik_statistic(logp, mask, "median")
 
 
 def test_loglik_statistic_rewards_share_the_reference_pass(tiny_model, tiny_tokenizer):
-    stack = build_rewards(["loglik", "loglik-head", "loglik-tail", "loglik-spread"], policy=tiny_model,
-                          reference=tiny_model, tokenizer=tiny_tokenizer, model_id="tiny")
-    assert stack.names == ["loglik", "loglik-head", "loglik-tail", "loglik-spread"]
-    assert len({r.identity() for r in stack.rewards}) == 4  # separate demonstration-reward cache keys
+    stack = build_rewards(["loglik", "loglik-spread"], policy=tiny_model, reference=tiny_model,
+                          tokenizer=tiny_tokenizer, model_id="tiny")
+    assert stack.names == ["loglik", "loglik-spread"]
+    assert len({r.identity() for r in stack.rewards}) == 2  # separate demonstration-reward cache keys
     values = stack(["The city of Paris"], [" is the capital of France."])
-    mean, head, tail, spread = values[0].tolist()
-    assert head != tail and spread > 0
-    n = len(tiny_tokenizer(" is the capital of France.", add_special_tokens=False)["input_ids"])
-    assert abs(mean - (head * ((n + 1) // 2) + tail * (n // 2)) / n) < 1e-5
+    mean, spread = values[0].tolist()
+    assert mean < 0 < spread
 
 
 def test_repetition_reward_by_hand(tiny_tokenizer):

@@ -132,7 +132,7 @@ def test_predicted_without_a_target_model_fits_one_at_the_start(tmp_path, tiny_c
 
 
 def test_target_config_errors(tiny_config):
-    with pytest.raises(RcfdError, match="objective.target must be"):
+    with pytest.raises(RcfdError, match="unknown target .median. in objective.target"):
         tiny_config("objective.target=median")
     with pytest.raises(RcfdError, match=r"data.demo_fraction must be in \(0, 1\]"):
         tiny_config("data.demo_fraction=0")

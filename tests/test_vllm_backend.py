@@ -43,5 +43,5 @@ def test_vllm_backend_without_vllm_names_the_extra():
 
 
 def test_unknown_backend_is_rejected():
-    with pytest.raises(RcfdError, match="generation.backend must be"):
+    with pytest.raises(RcfdError, match="unknown backend .* in generation.backend"):
         load_config(None, ["generation.backend=sglang"])

@@ -61,25 +61,16 @@ def _demo_runs() -> str:
 
 def _choices() -> str:
     """The names each registered config field accepts (generated from rcfd.registry)."""
-    from .registry import ALL
+    from .config import all_registries
 
     lines = ["choices (`rcfd config --reference` explains each):"]
-    for registry in ALL:
+    for registry in all_registries():
         extra = f", or {registry.extra}" if registry.extra else ""
         lines.append(f"  {registry.field}: {', '.join(registry)}{extra}")
     return "\n".join(lines)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .plans.demo import DEFAULT_RUNS
-
-    parser = argparse.ArgumentParser(
-        prog="rcfd",
-        description="RL fine-tuning of language models with Reward Calibration from Demonstration (RCfD).",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def _add_train(sub) -> None:
     t = sub.add_parser("train", help="train one run from a YAML config",
                        description="Train one policy. A run directory gets config.yaml, metrics.jsonl, "
                                    "samples.jsonl, checkpoints/, final/ and summary.json.",
@@ -95,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation at the end")
     _common(t)
 
+
+
+def _add_eval(sub) -> None:
     e = sub.add_parser("eval", help="evaluate a run's trained policy (or its base model) on held-out prompts",
                        description="Load the run's config and trained weights (final/, or the newest checkpoint of "
                                    "an interrupted run) and evaluate them; the run directory is only read.")
@@ -105,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluate on N prompt/demonstration pairs that neither the training nor the held-out "
                         "split used, instead of the held-out split: a second, larger sample")
     _common(e)
+
+
+
+def _add_demo(sub) -> None:
+    from .plans.demo import DEFAULT_RUNS
 
     d = sub.add_parser("demo", help="embedded default: beta0 vs rcfd on use case 1, offline (--task for others)",
                        description="Train the task's demo runs with one budget and seed (default task "
@@ -125,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
                                   f"quality, rcfd and the α sweep; other tasks: beta0,kl,rcfd)")
     _common(d)
 
+
+
+def _add_sweep(sub) -> None:
     s = sub.add_parser("sweep", help="train a β (or α) grid plus RCfD with one budget and seed, then evaluate all",
                        description="Run each grid value as its own run in DIR/NAME (sequentially; finished runs "
                                    "are skipped and an interrupted one resumes, so rerunning the command after an "
@@ -143,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=int, help="RL steps per run (default: from the task's config)")
     _common(s)
 
+
+
+def _add_report_tasks_config(sub) -> None:
     r = sub.add_parser("report", help="self-contained HTML report with the paper's figures",
                        description="Read sweep, demo or run directories and write one HTML file with embedded "
                                    "figures (reward distributions, log-likelihood by position, reward plane with "
@@ -168,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--reference", action="store_true", help="every field, default and meaning, as Markdown")
     _common(g)
 
+
+def _add_baselines_and_serve(sub) -> None:
     for name, help_, description, what, lr in [
         ("sft", "baseline: supervised fine-tuning on the demonstrations (TRL SFTTrainer)",
          "Fine-tune the policy on the prompt/demonstration pairs with TRL's SFTTrainer (loss on the demonstration "
@@ -208,6 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="how long a request waits for others to share its batch (default: 5 ms)")
     _common(sv)
 
+
+
+def _add_model_commands(sub) -> None:
     rm = sub.add_parser("reward-model", help="train a reward model (sentiment classifier) on labelled texts")
     rm_sub = rm.add_subparsers(dest="rm_command", required=True, metavar="ACTION")
     rmt = rm_sub.add_parser("train", help="fit TF-IDF + logistic regression on labelled texts, report held-out accuracy",
@@ -245,6 +255,23 @@ def build_parser() -> argparse.ArgumentParser:
     tmt.add_argument("--out", type=Path, required=True,
                      help="directory to write target_model.safetensors and target_model.json")
     _common(tmt)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rcfd",
+        description="RL fine-tuning of language models with Reward Calibration from Demonstration (RCfD).",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    _add_train(sub)
+    _add_eval(sub)
+    _add_demo(sub)
+    _add_sweep(sub)
+    _add_report_tasks_config(sub)
+    _add_baselines_and_serve(sub)
+    _add_model_commands(sub)
     return parser
 
 

@@ -631,6 +631,20 @@ def sections() -> list[tuple[str, type]]:
     return [(f.name, f.default_factory) for f in dataclasses.fields(Config)]
 
 
+def field_groups(cls) -> list[tuple[str, tuple]]:
+    """(heading, field names) of a section: its ``GROUPS`` (TRL-style "Parameters that control …"), else
+    one group of every field."""
+    groups = getattr(cls, "GROUPS", None)
+    return list(groups.items()) if groups else [("", tuple(f.name for f in dataclasses.fields(cls)))]
+
+
+def all_registries() -> tuple:
+    """Every choice list: the registry's and the objectives'."""
+    from .train.objectives import OBJECTIVES
+
+    return (OBJECTIVES, *REGISTRIES)
+
+
 def _yaml_value(value) -> str:
     return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("\n...").strip()
 
@@ -646,15 +660,16 @@ def config_reference() -> str:
         doc = " ".join((cls.__doc__ or "").split())
         if doc and not doc.startswith(f"{cls.__name__}("):
             lines += [doc, ""]
-        lines += ["| field | default | meaning |", "|---|---|---|"]
-        docs = field_docs(cls)
-        defaults = cls()
-        for f in dataclasses.fields(cls):
-            meaning = docs.get(f.name, "").replace("|", "\\|")
-            lines.append(f"| `{name}.{f.name}` | `{_yaml_value(getattr(defaults, f.name))}` | {meaning} |")
-        lines.append("")
-    lines += ["## Choices", "", "The names these fields accept (`src/rcfd/registry.py`).", ""]
-    for registry in REGISTRIES:
+        docs, defaults = field_docs(cls), cls()
+        for title, names in field_groups(cls):
+            lines += ([f"### {title}", ""] if title else []) + ["| field | default | meaning |", "|---|---|---|"]
+            for key in names:
+                meaning = docs.get(key, "").replace("|", "\\|")
+                lines.append(f"| `{name}.{key}` | `{_yaml_value(getattr(defaults, key))}` | {meaning} |")
+            lines.append("")
+    lines += ["## Choices", "", "The names these fields accept (`src/rcfd/registry.py`; the objectives' own in "
+              "`src/rcfd/train/objectives.py`).", ""]
+    for registry in all_registries():
         lines += [registry.markdown(), ""]
     return "\n".join(lines)
 

@@ -156,9 +156,7 @@ def evaluate(policy, reference, tokenizer, eval_ds, rewards, demo_values, cfg, *
     if every_demo is not None:
         out.update(several_demos_fields(rewards.names, values, per_prompt, *every_demo, ev.bins, ev.smoothing))
     if reference_metrics:
-        demo_nat_mean, demo_nat_std = M.mean_std(demo_natural)
-        out.update(naturalness=M.mean_std(natural)[0], demo_naturalness=demo_nat_mean,
-                   demo_naturalness_std=demo_nat_std, kl_to_ref=float(torch.cat(kl_rows).mean()) if not base else 0.0)
+        out.update(naturalness_fields(natural, demo_natural, kl_rows, base))
     out.update(
         samples_per_prompt=per_prompt, num_prompts=len(unique_prompts),
         mean_length=float(torch.cat(lengths).mean()),
@@ -174,6 +172,13 @@ def evaluate(policy, reference, tokenizer, eval_ds, rewards, demo_values, cfg, *
                                                                    cfg.train.micro_batch_size)),
             demo_loglik_by_position=demo_curve(policy, reference, tokenizer, eval_ds, cfg))
     return out
+
+
+def naturalness_fields(natural, demo_natural, kl_rows, base: bool) -> dict:
+    """Mean naturalness of the policy's and the demonstrations' texts, and the KL to the reference."""
+    demo_mean, demo_std = M.mean_std(demo_natural)
+    return {"naturalness": M.mean_std(natural)[0], "demo_naturalness": demo_mean, "demo_naturalness_std": demo_std,
+            "kl_to_ref": float(torch.cat(kl_rows).mean()) if not base else 0.0}
 
 
 @torch.no_grad()

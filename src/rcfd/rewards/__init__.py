@@ -50,8 +50,8 @@ def _reward_model(ctx):
 # Keyed by rcfd.registry.REWARDS; the scorers with heavy dependencies import on use.
 BUILDERS = {
     "loglik": lambda ctx: LogLikelihoodReward(ctx.policy, ctx.reference, ctx.tokenizer, ctx.model_id),
-    **{f"loglik-{s}": (lambda ctx, s=s: LogLikelihoodReward(ctx.policy, ctx.reference, ctx.tokenizer, ctx.model_id,
-                                                            statistic=s)) for s in ("head", "tail", "spread")},
+    "loglik-spread": lambda ctx: LogLikelihoodReward(ctx.policy, ctx.reference, ctx.tokenizer, ctx.model_id,
+                                                     statistic="spread"),
     "length": lambda ctx: LengthReward(ctx.tokenizer),
     "repetition": lambda ctx: RepetitionReward(ctx.tokenizer),
     "repetition-4": lambda ctx: RepetitionReward(ctx.tokenizer, n=4),

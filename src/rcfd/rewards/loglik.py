@@ -11,8 +11,6 @@ calibrates, with ``repetition``) asks for the demonstrations' mean and their une
 and near-certain tokens does not have; ``[loglik-head, loglik-tail]`` asks for each half's mean.
 
 * ``loglik``: mean over the completion's tokens;
-* ``loglik-head`` / ``loglik-tail``: mean over its first ⌈n/2⌉ / last ⌊n/2⌋ tokens (a one-token
-  completion has an empty tail, scored as its head);
 * ``loglik-spread``: population standard deviation of the per-token log-likelihoods.
 """
 
@@ -33,16 +31,7 @@ def loglik_statistic(ref_logprobs: torch.Tensor, mask: torch.Tensor, statistic: 
         return mean
     if statistic == "spread":
         return ((((ref_logprobs - mean[:, None]) * mask) ** 2).sum(-1) / n).sqrt()
-    position = mask.cumsum(-1)  # 1-based index among real tokens
-    head = mask * (position <= torch.ceil(n / 2)[:, None])
-    if statistic == "head":
-        part = head
-    elif statistic == "tail":
-        part = mask - head
-        part = torch.where(part.sum(-1, keepdim=True) > 0, part, head)
-    else:
-        raise ValueError(f"unknown log-likelihood statistic {statistic!r}")
-    return (ref_logprobs * part).sum(-1) / part.sum(-1).clamp(min=1)
+    raise ValueError(f"unknown log-likelihood statistic {statistic!r}")
 
 
 class LogLikelihoodReward:

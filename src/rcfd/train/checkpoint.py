@@ -14,7 +14,10 @@ import json
 import os
 import random
 import shutil
+import signal
+import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -143,3 +146,26 @@ def load_checkpoint(path: Path, model, optimizer) -> dict:
     optimizer.load_state_dict(blob["optimizer"])
     set_rng_state(blob["rng"])
     return json.loads((path / "state.json").read_text())
+
+
+class StopAtStepBoundary:
+    """First Ctrl-C asks the loop to stop after the current step (then it checkpoints and exits);
+    a second one interrupts at once."""
+
+    def __enter__(self):
+        self.requested = False
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nstopping after this step and saving a checkpoint (Ctrl-C again to abort now)", file=sys.stderr)
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import RcfdError
+
 
 class Processes:
     def __init__(self):
@@ -74,3 +76,17 @@ class Processes:
         self.wait()
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+
+
+def check_world(train, world: int) -> None:
+    """Every process gets whole prompts and every minibatch whole groups."""
+    prompts_per_step = train.batch_size // train.num_generations
+    if prompts_per_step % world:
+        raise RcfdError(f"the {prompts_per_step} prompts of a step (train.batch_size {train.batch_size} / "
+                        f"train.num_generations {train.num_generations}) must be divisible by the number of "
+                        f"processes ({world}); change one of them")
+    local_minibatch = train.batch_size // world // train.num_minibatches
+    if train.num_generations > 1 and local_minibatch % train.num_generations:
+        raise RcfdError(f"with {world} processes a minibatch holds {local_minibatch} rollouts per process, "
+                        f"which splits groups of train.num_generations ({train.num_generations}); lower "
+                        f"train.num_minibatches or raise train.batch_size")

@@ -17,9 +17,6 @@ One step, top to bottom (:meth:`Trainer.step`):
 from __future__ import annotations
 
 import math
-import signal
-import sys
-import threading
 import time
 from pathlib import Path
 
@@ -28,7 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import Config
-from ..errors import NonFiniteError, RcfdError
+from ..errors import NonFiniteError
 from ..eval import metric_names as N
 from ..eval import metrics as M
 from ..eval.evaluate import evaluate_components
@@ -36,52 +33,16 @@ from ..files import append_jsonl, save_torch
 from ..models import describe
 from ..rewards.base import check_finite
 from . import checkpoint as ckpt
+from .checkpoint import StopAtStepBoundary
 from .advantages import ppo_clip_loss
 from .best_step import BEST_FILE, BestWeights, CalibrationProbe
 from .components import Components, build_components
-from .distributed import Processes
+from .distributed import Processes, check_world
 from .logprobs import reference_logprobs, token_logprobs
 from .objectives import ScoredBatch, build_objective
 from .rollout import generate
 from .rundir import DEMO_REWARDS, METRICS, SAMPLES, RunDir
 from .schedule import build_optimizer, lr_factor, step_rows, whole_groups
-
-
-class StopAtStepBoundary:
-    """First Ctrl-C asks the loop to stop after the current step (then it checkpoints and exits);
-    a second one interrupts at once."""
-
-    def __enter__(self):
-        self.requested = False
-        self._previous = None
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        print("\nstopping after this step and saving a checkpoint (Ctrl-C again to abort now)", file=sys.stderr)
-
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-        return False
-
-
-def check_world(train, world: int) -> None:
-    """Every process gets whole prompts and every minibatch whole groups."""
-    prompts_per_step = train.batch_size // train.num_generations
-    if prompts_per_step % world:
-        raise RcfdError(f"the {prompts_per_step} prompts of a step (train.batch_size {train.batch_size} / "
-                        f"train.num_generations {train.num_generations}) must be divisible by the number of "
-                        f"processes ({world}); change one of them")
-    local_minibatch = train.batch_size // world // train.num_minibatches
-    if train.num_generations > 1 and local_minibatch % train.num_generations:
-        raise RcfdError(f"with {world} processes a minibatch holds {local_minibatch} rollouts per process, "
-                        f"which splits groups of train.num_generations ({train.num_generations}); lower "
-                        f"train.num_minibatches or raise train.batch_size")
 
 
 class Trainer:
