@@ -137,7 +137,9 @@ def test_bad_requests_get_a_one_line_reason_and_the_server_keeps_serving(server,
 
 @pytest.mark.slow  # a server subprocess (~20 s to start); the parsing checks below stay in the fast suite
 def test_ctrl_c_stops_the_server_cleanly(server):
+    """Runs alone as well as after the others: it serves one request of its own first."""
     proc, base = server
+    assert post(base + "/get_reward", request(0))[0] == 200
     with urllib.request.urlopen(base + "/health", timeout=5) as resp:
         health = json.loads(resp.read())
     assert health["rewards"] == ["loglik", "words_or_nan"] and health["requests"] > 0
