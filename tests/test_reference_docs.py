@@ -7,7 +7,8 @@ import re
 from pathlib import Path
 
 from rcfd.cli import main
-from rcfd.config import config_reference, field_docs, TrainConfig
+from rcfd.config import TrainConfig, field_docs
+from rcfd.config_docs import config_reference
 
 REFERENCE = Path(__file__).resolve().parent.parent / "docs" / "reference"
 
@@ -103,3 +104,13 @@ def test_every_registered_name_has_its_implementation():
 def test_every_train_field_is_in_exactly_one_group():
     groups = [name for names in TrainConfig.GROUPS.values() for name in names]
     assert sorted(groups) == sorted(f.name for f in dataclasses.fields(TrainConfig))
+
+
+def test_every_config_field_is_set_by_a_preset_or_the_demo_plan_or_is_a_standard_knob():
+    from rcfd.config import sections
+    from rcfd.config_docs import STANDARD_KNOBS, field_uses
+
+    uses = field_uses()
+    fields = {f"{name}.{f.name}" for name, cls in sections() for f in dataclasses.fields(cls)}
+    assert not sorted(fields - set(uses)), "set it in a preset or a demo run, or list it in STANDARD_KNOBS"
+    assert STANDARD_KNOBS <= fields  # no stale name

@@ -61,7 +61,7 @@ def _demo_runs() -> str:
 
 def _choices() -> str:
     """The names each registered config field accepts (generated from rcfd.registry)."""
-    from .config import all_registries
+    from .config_docs import all_registries
 
     lines = ["choices (`rcfd config --reference` explains each):"]
     for registry in all_registries():
@@ -87,7 +87,6 @@ def _add_train(sub) -> None:
     _common(t)
 
 
-
 def _add_eval(sub) -> None:
     e = sub.add_parser("eval", help="evaluate a run's trained policy (or its base model) on held-out prompts",
                        description="Load the run's config and trained weights (final/, or the newest checkpoint of "
@@ -99,7 +98,6 @@ def _add_eval(sub) -> None:
                    help="evaluate on N prompt/demonstration pairs that neither the training nor the held-out "
                         "split used, instead of the held-out split: a second, larger sample")
     _common(e)
-
 
 
 def _add_demo(sub) -> None:
@@ -125,7 +123,6 @@ def _add_demo(sub) -> None:
     _common(d)
 
 
-
 def _add_sweep(sub) -> None:
     s = sub.add_parser("sweep", help="train a β (or α) grid plus RCfD with one budget and seed, then evaluate all",
                        description="Run each grid value as its own run in DIR/NAME (sequentially; finished runs "
@@ -144,7 +141,6 @@ def _add_sweep(sub) -> None:
     s.add_argument("--seed", type=int, default=0, help="training seed of every run (default: 0)")
     s.add_argument("--steps", type=int, help="RL steps per run (default: from the task's config)")
     _common(s)
-
 
 
 def _add_report_tasks_config(sub) -> None:
@@ -214,7 +210,6 @@ def _add_baselines_and_serve(sub) -> None:
     sv.add_argument("--batch-wait-ms", type=float, default=5.0,
                     help="how long a request waits for others to share its batch (default: 5 ms)")
     _common(sv)
-
 
 
 def _add_model_commands(sub) -> None:
@@ -346,7 +341,8 @@ def cmd_eval(args) -> int:
 
 
 def cmd_config(args) -> int:
-    from .config import annotated_yaml, config_reference, load_config
+    from .config import load_config
+    from .config_docs import annotated_yaml, config_reference
 
     if args.reference:
         print(config_reference())

@@ -16,7 +16,7 @@ import yaml
 
 from .errors import RcfdError
 
-from .registry import (ADVANTAGES, ALL as REGISTRIES, BACKENDS, LOSS_TYPES, LR_SCHEDULERS, OPTIMIZERS, REWARDS, TARGETS,
+from .registry import (ADVANTAGES, BACKENDS, LOSS_TYPES, LR_SCHEDULERS, OPTIMIZERS, REWARDS, TARGETS,
                        TRACKERS)
 
 
@@ -638,54 +638,5 @@ def field_groups(cls) -> list[tuple[str, tuple]]:
     return list(groups.items()) if groups else [("", tuple(f.name for f in dataclasses.fields(cls)))]
 
 
-def all_registries() -> tuple:
-    """Every choice list: the registry's and the objectives'."""
-    from .train.objectives import OBJECTIVES
-
-    return (OBJECTIVES, *REGISTRIES)
-
-
 def _yaml_value(value) -> str:
     return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("\n...").strip()
-
-
-def config_reference() -> str:
-    """docs/reference/config.md: every field with its default and documentation."""
-    lines = ["# Config reference", "",
-             "Generated from the dataclasses in `src/rcfd/config.py` by `rcfd config --reference` "
-             "(a test fails when this file and the code differ). Set any field in a YAML file or with "
-             "`--set section.field=value`; `rcfd config --show` prints a resolved config with these notes.", ""]
-    for name, cls in sections():
-        lines += [f"## `{name}`", ""]
-        doc = " ".join((cls.__doc__ or "").split())
-        if doc and not doc.startswith(f"{cls.__name__}("):
-            lines += [doc, ""]
-        docs, defaults = field_docs(cls), cls()
-        for title, names in field_groups(cls):
-            lines += ([f"### {title}", ""] if title else []) + ["| field | default | meaning |", "|---|---|---|"]
-            for key in names:
-                meaning = docs.get(key, "").replace("|", "\\|")
-                lines.append(f"| `{name}.{key}` | `{_yaml_value(getattr(defaults, key))}` | {meaning} |")
-            lines.append("")
-    lines += ["## Choices", "", "The names these fields accept (`src/rcfd/registry.py`; the objectives' own in "
-              "`src/rcfd/train/objectives.py`).", ""]
-    for registry in all_registries():
-        lines += [registry.markdown(), ""]
-    return "\n".join(lines)
-
-
-def annotated_yaml(config: Config) -> str:
-    """A resolved config as YAML with each field's documentation as a comment above it."""
-    import textwrap
-
-    data = config.to_dict()
-    out = []
-    for name, cls in sections():
-        out.append(f"{name}:")
-        docs = field_docs(cls)
-        for key, value in data[name].items():
-            for line in textwrap.wrap(docs.get(key, ""), 96):
-                out.append(f"  # {line}")
-            out.append(f"  {key}: {_yaml_value(value)}")
-        out.append("")
-    return "\n".join(out)

@@ -36,7 +36,22 @@ RUNS = {
     **{f"alpha={a}": PlannedRun(f"alpha={a}", ["objective.name=weighted", f"objective.alpha={a}", *LAST_STEP])
        for a in ("0.003", "0.01", "0.03", "0.1")},
 }
-RUN_HELP = {"sft": "supervised fine-tuning on the demonstrations with TRL", "dpo": "DPO on data.preference_source"}
+# Extensions measured on use case 2 (docs/how-to/targets.md): demonstrations for a quarter of the prompts and
+# a target model's prediction elsewhere, repetition charged per text; and several demonstrations per prompt
+# (prompts of 4 tokens that open at least 3 reviews), with their spread, against the first one alone.
+PER_TEXT = ["reward.calibrate_also=[loglik,loglik-spread,repetition,repeat-mass]",
+            "objective.per_sample=[repetition,repeat-mass]"]
+SEVERAL = ["data.prompt_tokens=4", "data.group_demonstrations=true", "data.min_demonstrations=3",
+           "data.max_demonstrations=8", "objective.name=rcfd-mean", "eval.samples_per_prompt=8"]
+RUNS.update({
+    "rcfd-mixed": PlannedRun("rcfd-mixed", ["data.demo_fraction=0.25", "objective.target=mixed", *PER_TEXT]),
+    "rcfd-several": PlannedRun("rcfd-several", [*SEVERAL, "objective.match_spread=true"]),
+    "rcfd-first-demo": PlannedRun("rcfd-first-demo", [*SEVERAL, "data.train_demonstrations=1"]),
+})
+RUN_HELP = {"sft": "supervised fine-tuning on the demonstrations with TRL", "dpo": "DPO on data.preference_source",
+            "rcfd-mixed": "a quarter of the demonstrations, predicted targets elsewhere",
+            "rcfd-several": "every demonstration of a prompt, mean and spread",
+            "rcfd-first-demo": "the same prompts, their first demonstration only"}
 
 DEFAULT_RUNS = ("beta0", "rcfd")  # use case 1 (rcfd.tasks); `--runs beta0,kl,rcfd` adds the β baseline
 
