@@ -6,6 +6,8 @@ import json
 import pytest
 import torch
 
+from rcfd_testing import tiny_classifier as _tiny_classifier
+
 from rcfd.config import load_config
 from rcfd.errors import RcfdError
 from rcfd.rewards import build_rewards
@@ -88,18 +90,6 @@ def test_similarity_prefers_a_related_summary():
 
 
 # ----------------------------------------------------------------------------- HF models on local fixtures
-def _tiny_classifier(path, num_labels, id2label=None):
-    from transformers import AutoTokenizer, DistilBertConfig, DistilBertForSequenceClassification
-
-    from rcfd.rewards.quality import packaged_minilm
-
-    torch.manual_seed(0)
-    config = DistilBertConfig(vocab_size=30522, dim=32, hidden_dim=64, n_layers=2, n_heads=2, num_labels=num_labels,
-                              id2label=id2label or {i: f"LABEL_{i}" for i in range(num_labels)},
-                              label2id={v: k for k, v in (id2label or {}).items()} or None)
-    DistilBertForSequenceClassification(config).save_pretrained(path)
-    AutoTokenizer.from_pretrained(packaged_minilm()).save_pretrained(path)  # a BERT vocabulary, offline
-    return str(path)
 
 
 def test_hf_classifier_reward_is_the_chosen_label_logit(tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,16 @@ from .registry import (ADVANTAGES, BACKENDS, LOSS_TYPES, LR_SCHEDULERS, OPTIMIZE
 class ModelConfig:
     name: str = "smollm2-135m"
     """Policy/reference: a hub id, a local checkpoint directory, 'smollm2-135m' or 'tiny-llama'."""
+    device: str = "auto"
+    """Where the policy, its reference, the reward scorers, the target model and the evaluation run: 'auto'
+    (the accelerator when one is present, each process of a multi-GPU launch on its own GPU; else the CPU),
+    'cpu', 'cuda', 'cuda:N' or 'mps'."""
+    dtype: str = "auto"
+    """Precision of the models' weights: 'auto' (bfloat16 on a GPU that runs it fast, float32 on the CPU),
+    'float32', 'bfloat16' or 'float16' (GPU only). Trainable weights (LoRA adapters, or every weight in full
+    fine-tuning) and the optimizer's state stay float32. The CPU fast paths (oneDNN-packed weights, LoRA
+    folded into them, inverse-CDF sampling) apply on the CPU in float32 only; elsewhere rollouts use
+    transformers' own sampling with its KV cache."""
     lora: bool = True
     """Train LoRA adapters (the reference is then the model with adapters disabled)."""
     lora_r: int = 32
@@ -522,6 +533,10 @@ def validate(c: Config) -> None:
     _validate_train(c.train)
     _validate_generation(c.generation)
     _validate_data(c.data)
+    _require(re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", c.model.device) is not None,
+             f"model.device must be auto, cpu, cuda, cuda:N or mps, got '{c.model.device}'")
+    _require(c.model.dtype in ("auto", "float32", "bfloat16", "float16"),
+             f"model.dtype must be auto, float32, bfloat16 or float16, got '{c.model.dtype}'")
     _require(c.model.lora_r >= 1, f"model.lora_r must be >= 1, got {c.model.lora_r}")
     _require(0 <= c.model.lora_dropout < 1, f"model.lora_dropout must be in [0, 1), got {c.model.lora_dropout}")
     _require(c.eval.bins >= 2, f"eval.bins must be >= 2, got {c.eval.bins}")

@@ -118,14 +118,19 @@ def load_tokenizer(path: str):
     return tokenizer
 
 
-def load_policy(model_cfg, dtype: torch.dtype = torch.float32):
-    """Return (policy, tokenizer, reference).
+def load_policy(model_cfg, device: torch.device | None = None, dtype: torch.dtype | None = None):
+    """Return (policy, tokenizer, reference) on ``device`` in ``dtype`` (default: ``model.device`` and
+    ``model.dtype`` resolved, :mod:`rcfd.train.device`), trainable weights in float32.
 
     With LoRA the reference is the same module with adapters disabled (no second copy); with full
     fine-tuning it is a frozen deep copy made before training.
     """
     from transformers import AutoModelForCausalLM
 
+    from .train.device import resolve_device, resolve_dtype, trainable_in_float32
+
+    device = resolve_device(model_cfg.device) if device is None else device
+    dtype = resolve_dtype(model_cfg.dtype, device) if dtype is None else dtype
     path = resolve_model_path(model_cfg.name)
     try:
         tokenizer = load_tokenizer(path)
@@ -136,6 +141,7 @@ def load_policy(model_cfg, dtype: torch.dtype = torch.float32):
             f"to a local checkpoint, a reachable hub id, or one of {PACKAGED_MODELS}"
         ) from exc
     model.config.use_cache = True
+    model.to(device)
     if model_cfg.lora:
         from peft import LoraConfig, get_peft_model
 
@@ -150,6 +156,7 @@ def load_policy(model_cfg, dtype: torch.dtype = torch.float32):
 
         reference = copy.deepcopy(model).eval()
         reference.requires_grad_(False)
+    trainable_in_float32(model)
     return model, tokenizer, reference
 
 

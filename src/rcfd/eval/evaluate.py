@@ -23,8 +23,8 @@ from ..train.rollout import generate, group_rows
 
 
 def _position_loglik(policy, reference, rollout: Rollout, micro) -> list[list[float]]:
-    ref = reference_logprobs(policy, reference, rollout, micro)
-    return [row[m.bool()].tolist() for row, m in zip(ref, rollout.completion_mask)]
+    ref = reference_logprobs(policy, reference, rollout, micro).cpu()
+    return [row[m.bool()].tolist() for row, m in zip(ref, rollout.completion_mask.cpu())]
 
 
 def reward_fields(rewards_names, values: torch.Tensor, demo_values: torch.Tensor, bins, smoothing,
@@ -138,10 +138,10 @@ def evaluate(policy, reference, tokenizer, eval_ds, rewards, demo_values, cfg, *
             if reference_metrics:
                 # Scored in training-sized micro-batches: a 128-row forward holds 0.6 GB of logits at once.
                 ref = reference_logprobs(policy, reference, rollout, cfg.train.micro_batch_size)
-                kl_rows.append((logp - ref).sum(-1))
+                kl_rows.append((logp - ref).sum(-1).float().cpu())
                 natural += naturalness(ref, rollout.completion_mask)
             values.append(rewards(batch, texts, rollout=rollout, ref_logprobs=ref))
-            lengths.append(rollout.lengths().float())
+            lengths.append(rollout.lengths().float().cpu())
             texts_all += texts
             token_rows += rollout.completion_tokens()
         if curves:

@@ -114,14 +114,14 @@ class RewardService:
                 raise BadRequest(422, f"row {i}: label {label!r} must hold {k} finite number(s), one per reward "
                                       f"({', '.join(self.reward_names)})")
             rows.append(row)
-        return torch.tensor(rows, dtype=torch.float32).reshape(len(labels), k)
+        return torch.tensor(rows, dtype=torch.float32, device="cpu").reshape(len(labels), k)
 
     def score(self, requests: list[Rows]) -> list[list[float] | BadRequest]:
         """RCfD rewards per request: the base rewards of all rows in one pass, then each request's own
         calibration (K > 1 whitens over the request, as the reward function does over its batch)."""
         prompts = [p for r in requests for p in r.prompts]
         responses = [c for r in requests for c in r.responses]
-        values = self.reward.stack(prompts, responses) if prompts else torch.zeros(0, len(self.reward_names))
+        values = self.reward.stack(prompts, responses) if prompts else torch.zeros(0, len(self.reward_names), device="cpu")
         out, start = [], 0
         for r in requests:
             n = len(r.prompts)

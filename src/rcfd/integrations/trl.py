@@ -90,7 +90,7 @@ class RCfDReward:
         self.stack = RewardStack([as_reward(r, "RCfDReward") for r in rewards])
         self.demo_mean = None
         if demo_mean is not None:
-            self._set_demo_mean(torch.as_tensor(demo_mean, dtype=torch.float32).reshape(-1))
+            self._set_demo_mean(torch.as_tensor(demo_mean, dtype=torch.float32, device="cpu").reshape(-1))
         self.demo_column = demo_column
         self.__name__ = name  # TRL names reward functions by __name__
         self.cache_file = Path(cache_file) if cache_file else None
@@ -122,7 +122,7 @@ class RCfDReward:
                 self._cache[keys[i]] = row
                 if self.cache_file:
                     append_jsonl(self.cache_file, {"key": keys[i], "values": row})
-        return torch.tensor([self._cache[k] for k in keys], dtype=torch.float32)
+        return torch.tensor([self._cache[k] for k in keys], dtype=torch.float32, device="cpu")
 
     def _set_demo_mean(self, mean: torch.Tensor) -> None:
         if self.objective is not RCfDBatch:

@@ -32,19 +32,19 @@ def _vader(ctx):
 def _classifier(ctx):
     from .sentiment import ClassifierReward
 
-    return ClassifierReward(ctx.cfg.classifier_model, ctx.cfg.classifier_label)
+    return ClassifierReward(ctx.cfg.classifier_model, ctx.cfg.classifier_label, device=ctx.device)
 
 
 def _similarity(ctx):
     from .quality import SimilarityReward
 
-    return SimilarityReward(ctx.cfg.embedding_model)
+    return SimilarityReward(ctx.cfg.embedding_model, device=ctx.device)
 
 
 def _reward_model(ctx):
     from .quality import RewardModelReward
 
-    return RewardModelReward(ctx.cfg.reward_model)
+    return RewardModelReward(ctx.cfg.reward_model, device=ctx.device)
 
 
 # Keyed by rcfd.registry.REWARDS; the scorers with heavy dependencies import on use.
@@ -65,15 +65,17 @@ BUILDERS = {
 
 
 def build_rewards(names, *, policy, reference, tokenizer, model_id: str, config=None,
-                  progress: bool = True) -> RewardStack:
-    """The rewards listed in ``names``; ``config`` (a RewardConfig) carries the scorers' settings."""
+                  progress: bool = True, device=None) -> RewardStack:
+    """The rewards listed in ``names``; ``config`` (a RewardConfig) carries the scorers' settings; scorers
+    with a model of their own run it on ``device`` (default: the policy's)."""
     from types import SimpleNamespace
 
     from ..config import RewardConfig
     from ..registry import REWARDS
 
     ctx = SimpleNamespace(cfg=config or RewardConfig(names=list(names)), policy=policy, reference=reference,
-                          tokenizer=tokenizer, model_id=model_id, progress=progress)
+                          tokenizer=tokenizer, model_id=model_id, progress=progress,
+                          device=device if device is not None else next(policy.parameters()).device)
     rewards = []
     for name in names:
         if ":" in name:

@@ -32,9 +32,10 @@ class RewardStack:
         return "|".join(r.identity() for r in self.rewards)
 
     def __call__(self, prompts, completions, /, **kwargs) -> torch.Tensor:
+        """R [B, K] on the CPU in float32, wherever each scorer ran (rcfd.train.device's convention)."""
         columns = []
         for reward in self.rewards:
-            value = torch.as_tensor(reward(prompts, completions, **kwargs), dtype=torch.float32)
+            value = torch.as_tensor(reward(prompts, completions, **kwargs), dtype=torch.float32, device="cpu")
             if value.shape != (len(prompts),):
                 raise ValueError(f"reward '{reward.name}' returned shape {tuple(value.shape)}, expected ({len(prompts)},)")
             columns.append(value)
@@ -52,7 +53,7 @@ def check_finite(values: torch.Tensor, what: str, step: int | None = None) -> No
         )
 
 
-def load_sequence_classifier(model_name, field: str, reward_name: str):
+def load_sequence_classifier(model_name, field: str, reward_name: str, device=None):
     """(tokenizer, eval-mode AutoModelForSequenceClassification) for a reward, or a field-named error."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -60,6 +61,6 @@ def load_sequence_classifier(model_name, field: str, reward_name: str):
         raise RcfdError(f"reward '{reward_name}' needs {field} (a hub id or local path)")
     try:
         return (AutoTokenizer.from_pretrained(model_name),
-                AutoModelForSequenceClassification.from_pretrained(model_name).eval())
+                AutoModelForSequenceClassification.from_pretrained(model_name).eval().to(device or "cpu"))
     except OSError as exc:
         raise RcfdError(f"could not load {field} '{model_name}' ({str(exc).splitlines()[0]})") from None

@@ -35,7 +35,7 @@ class CallableReward:
         return f"callable:{getattr(self.fn, '__module__', '?')}.{getattr(self.fn, '__qualname__', self.name)}"
 
     def __call__(self, prompts, completions, **kwargs) -> torch.Tensor:
-        return torch.as_tensor(self.fn(prompts, completions, **kwargs), dtype=torch.float32)
+        return torch.as_tensor(self.fn(prompts, completions, **kwargs), dtype=torch.float32, device="cpu")
 
 
 def as_reward(r, owner: str):

@@ -53,4 +53,4 @@ def every_demo_rewards(rewards, dataset, tokenizer, max_tokens: int, desc: str =
     flat = datasets.Dataset.from_dict({"prompt": [p for p, ds in zip(dataset["prompt"], demos) for _ in ds],
                                        "demonstration": [d for ds in demos for d in ds]})
     values = demo_rewards(rewards, flat, tokenizer, max_tokens, desc=desc, progress=progress)
-    return values, torch.tensor([len(d) for d in demos])
+    return values, torch.tensor([len(d) for d in demos], device="cpu")

@@ -26,13 +26,14 @@ class SentenceEncoder:
     all-MiniLM-L6-v2, the packaged default). Used by ``similarity`` and by target models
     (:mod:`rcfd.train.targets`)."""
 
-    def __init__(self, model_name: str | None = None, batch_size: int = 32, field: str = "reward.embedding_model"):
+    def __init__(self, model_name: str | None = None, batch_size: int = 32, field: str = "reward.embedding_model",
+                 device=None):
         from transformers import AutoModel, AutoTokenizer
 
         self.model_name = model_name or packaged_minilm()
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.model_name)
-            self.model = AutoModel.from_pretrained(self.model_name).eval()
+            self.model = AutoModel.from_pretrained(self.model_name).eval().to(device or "cpu")
         except OSError as exc:
             raise RcfdError(f"could not load {field} '{self.model_name}' ({str(exc).splitlines()[0]})") from None
         self.batch_size = batch_size
@@ -42,22 +43,23 @@ class SentenceEncoder:
 
     @torch.no_grad()
     def __call__(self, texts: list[str]) -> torch.Tensor:
+        """[N, d] embeddings on the CPU."""
         parts = []
         for i in range(0, len(texts), self.batch_size):
             enc = self.tokenizer(texts[i:i + self.batch_size], return_tensors="pt", padding=True, truncation=True,
-                                 max_length=256)
-            hidden = self.model(**enc).last_hidden_state
+                                 max_length=256).to(self.model.device)
+            hidden = self.model(**enc).last_hidden_state.float()
             mask = enc["attention_mask"].unsqueeze(-1).float()
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            parts.append(torch.nn.functional.normalize(pooled, dim=-1))
-        return torch.cat(parts) if parts else torch.zeros(0)
+            parts.append(torch.nn.functional.normalize(pooled, dim=-1).cpu())
+        return torch.cat(parts) if parts else torch.zeros(0, device="cpu")
 
 
 class SimilarityReward:
     name = "similarity"
 
-    def __init__(self, model_name: str | None = None, batch_size: int = 32):
-        self.embed = SentenceEncoder(model_name, batch_size)
+    def __init__(self, model_name: str | None = None, batch_size: int = 32, device=None):
+        self.embed = SentenceEncoder(model_name, batch_size, device=device)
         self._source_cache: dict[str, torch.Tensor] = {}
 
     def identity(self) -> str:
@@ -76,10 +78,10 @@ class RewardModelReward:
 
     name = "reward-model"
 
-    def __init__(self, model_name: str, batch_size: int = 8):
+    def __init__(self, model_name: str, batch_size: int = 8, device=None):
         from .base import load_sequence_classifier
 
-        self.tokenizer, self.model = load_sequence_classifier(model_name, "reward.reward_model", self.name)
+        self.tokenizer, self.model = load_sequence_classifier(model_name, "reward.reward_model", self.name, device)
         if self.model.config.num_labels != 1:
             raise RcfdError(f"reward.reward_model '{model_name}' has {self.model.config.num_labels} outputs; "
                             f"a reward model has a scalar head (num_labels=1)")
@@ -94,5 +96,5 @@ class RewardModelReward:
         for i in range(0, len(prompts), self.batch_size):
             enc = self.tokenizer(list(prompts[i:i + self.batch_size]), list(completions[i:i + self.batch_size]),
                                  return_tensors="pt", padding=True, truncation=True, max_length=512)
-            out.append(self.model(**enc).logits[:, 0].float())
-        return torch.cat(out)
+            out.append(self.model(**enc.to(self.model.device)).logits[:, 0].float().cpu())
+        return torch.cat(out) if out else torch.zeros(0, device="cpu")

@@ -44,7 +44,7 @@ class RepetitionReward:
         if rollout is None:
             rollout = encode_pairs(self.tokenizer, prompts, completions)
         return torch.tensor([M.repeated_share(row, self.n) or 0.0 for row in rollout.completion_tokens()],
-                            dtype=torch.float32)
+                            dtype=torch.float32, device="cpu")
 
 
 def repeat_sets(tokens: list[int]) -> list[list[int]]:
@@ -63,7 +63,7 @@ def repeat_sets(tokens: list[int]) -> list[list[int]]:
 def repeat_mass(logprobs: torch.Tensor, completion_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """[B] mean over each completion's tokens of Σ_{v ∈ S_t} p(v | y_<t), from next-token log-probs
     ``logprobs`` [B, C, V] at the completion's positions (0 for an empty completion)."""
-    out = torch.zeros(len(completion_ids))
+    out = torch.zeros(len(completion_ids), device="cpu")
     for b in range(len(completion_ids)):
         tokens = completion_ids[b][mask[b].bool()].tolist()
         if not tokens:
@@ -92,7 +92,7 @@ class RepeatMassReward:
         if rollout is None:
             rollout = encode_pairs(self.tokenizer, prompts, completions)
         if len(rollout) == 0:
-            return torch.zeros(0)
+            return torch.zeros(0, device="cpu")
         model = reference_model(self.policy, self.reference)
 
         def score(part):

@@ -101,7 +101,7 @@ class SentimentReward:
     def __call__(self, prompts, completions, **_) -> torch.Tensor:
         # The classifier reads the whole review, as the paper's did: prompt + completion.
         texts = [p + c for p, c in zip(prompts, completions)]
-        return torch.as_tensor(self.model.decision_function(texts), dtype=torch.float32)
+        return torch.as_tensor(self.model.decision_function(texts), dtype=torch.float32, device="cpu")
 
 
 class VaderReward:
@@ -119,6 +119,7 @@ class VaderReward:
 
     def __call__(self, prompts, completions, **_) -> torch.Tensor:
         return torch.tensor([self.analyzer.polarity_scores(p + c)["compound"] for p, c in zip(prompts, completions)],
+                            device="cpu",
                             dtype=torch.float32)
 
 
@@ -127,10 +128,10 @@ class ClassifierReward:
 
     name = "classifier"
 
-    def __init__(self, model_name: str, label: str, batch_size: int = 16):
+    def __init__(self, model_name: str, label: str, batch_size: int = 16, device=None):
         from .base import load_sequence_classifier
 
-        self.tokenizer, self.model = load_sequence_classifier(model_name, "reward.classifier_model", self.name)
+        self.tokenizer, self.model = load_sequence_classifier(model_name, "reward.classifier_model", self.name, device)
         labels = {str(v): int(k) for k, v in self.model.config.id2label.items()}
         if str(label) in labels:
             self.index = labels[str(label)]
@@ -150,5 +151,5 @@ class ClassifierReward:
         out = []
         for i in range(0, len(texts), self.batch_size):
             enc = self.tokenizer(texts[i:i + self.batch_size], return_tensors="pt", padding=True, truncation=True)
-            out.append(self.model(**enc).logits[:, self.index].float())
-        return torch.cat(out)
+            out.append(self.model(**enc.to(self.model.device)).logits[:, self.index].float().cpu())
+        return torch.cat(out) if out else torch.zeros(0, device="cpu")

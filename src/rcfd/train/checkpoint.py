@@ -50,13 +50,21 @@ def trainable_state(model) -> dict:
 
 
 def rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """Every random number generator a run draws from: CPU torch, CUDA (sampling on a GPU), numpy, Python."""
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def set_rng_state(state: dict) -> None:
+    """Restore :func:`rng_state`'s generators; a CUDA state is restored where CUDA is present (a run
+    resumed on another device carries on with that device's generator)."""
     torch.set_rng_state(state["torch"])
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def save_checkpoint(root: Path, step: int, model, optimizer, state: dict, extra_files=(), keep: int = 2) -> Path:
@@ -133,7 +141,7 @@ def load_weights(path: Path, model) -> None:
     if missing:
         raise RcfdError(f"checkpoint '{path}' does not match the model (e.g. '{missing[0]}'); "
                         f"resume with the run's own config")
-    with torch.no_grad():
+    with torch.no_grad():  # copy_ casts to the parameter's device and dtype: a run resumes anywhere
         for name, value in weights.items():
             params[name].copy_(value)
 

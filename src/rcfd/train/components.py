@@ -9,6 +9,7 @@ use, so that reading a run never writes into it.
 
 from __future__ import annotations
 
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,7 @@ def build_components(config, *, rank: int = 0, world: int = 1, progress: bool = 
     from ..data import build_datasets
     from ..models import load_policy
     from ..rewards import build_rewards
+    from .device import resolve_device
     from .objectives import objective_class
     from .targets import training_targets
 
@@ -54,12 +56,13 @@ def build_components(config, *, rank: int = 0, world: int = 1, progress: bool = 
     if c.train.threads:
         torch.set_num_threads(c.train.threads)
     seed_everything(c.train.seed)
-    policy, tokenizer, reference = load_policy(c.model)
+    device = resolve_device(c.model.device, int(os.environ.get("LOCAL_RANK", rank)))
+    policy, tokenizer, reference = load_policy(c.model, device)
     if world > 1:  # same initial weights everywhere, different sampling noise per process
         torch.manual_seed(c.train.seed + 1_000_003 * rank)
     train_ds, eval_ds = build_datasets(c.data, tokenizer)
     rewards = build_rewards(reward_columns(c), policy=policy, reference=reference, tokenizer=tokenizer,
-                            model_id=c.model.name, config=c.reward, progress=progress)
+                            model_id=c.model.name, config=c.reward, progress=progress, device=device)
     components = Components(policy, tokenizer, reference, train_ds, eval_ds, rewards)
     wanted = objective_class(c.objective.name).needs_targets if with_demo_rewards is None else with_demo_rewards
     if wanted and demo_rewards_from is not None and Path(demo_rewards_from).exists():

@@ -32,13 +32,13 @@ class Processes:
 
     def moments(self, x: torch.Tensor) -> tuple[float, float]:
         """Mean and population std of ``x`` over the whole batch (every process's rows)."""
-        n, total, squares = self.sum(torch.stack([torch.tensor(float(len(x))), x.sum(), (x * x).sum()])).tolist()
+        n, total, squares = self.sum(torch.stack([torch.tensor(float(len(x)), device="cpu"), x.sum(), (x * x).sum()])).tolist()
         mean = total / n
         return mean, max(squares / n - mean * mean, 0.0) ** 0.5
 
     def any(self, flag: bool) -> bool:
         """True on every process when ``flag`` is true on one of them (so all stop together)."""
-        return bool(self.sum(torch.tensor([float(flag)]))[0] > 0) if self.world > 1 else flag
+        return bool(self.sum(torch.tensor([float(flag)], device="cpu"))[0] > 0) if self.world > 1 else flag
 
     def gather(self, values: torch.Tensor) -> torch.Tensor:
         """Rows of every process, concatenated in rank order (any number of rows each)."""
@@ -47,7 +47,7 @@ class Processes:
         from accelerate.utils import gather_object
 
         parts = gather_object([values.tolist()])  # one list per process
-        return torch.cat([torch.tensor(p, dtype=values.dtype).reshape(-1, *values.shape[1:]) for p in parts])
+        return torch.cat([torch.tensor(p, dtype=values.dtype, device="cpu").reshape(-1, *values.shape[1:]) for p in parts])
 
     def gather_objects(self, items: list) -> list:
         if self.world == 1:

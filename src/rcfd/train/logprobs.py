@@ -29,6 +29,13 @@ class Rollout:
         return Rollout(self.prompt_ids[index], self.prompt_mask[index],
                        self.completion_ids[index], self.completion_mask[index])
 
+    def to(self, device) -> "Rollout":
+        """The same rollout on ``device`` (itself when it is there already)."""
+        if self.prompt_ids.device == torch.device(device):
+            return self
+        return Rollout(*(t.to(device) for t in (self.prompt_ids, self.prompt_mask, self.completion_ids,
+                                                 self.completion_mask)))
+
     def lengths(self) -> torch.Tensor:
         return self.completion_mask.sum(-1)
 
@@ -74,22 +81,6 @@ def token_logprobs(model, rollout: Rollout, micro_batch_size: int | None = None)
     return per_micro_batch(rollout, micro_batch_size, lambda part: _token_logprobs(model, part))
 
 
-def token_and_stop_logprobs(model, rollout: Rollout, stop_ids, micro_batch_size: int | None = None):
-    """([B, C] log π(y_t), [B, C] log p_stop,t): each completion token's log-probability and that of ending
-    the completion at its position, the summed probability of the ``stop_ids`` (zeros on padding)."""
-    stop = torch.tensor(sorted(stop_ids))
-
-    def both(r: Rollout) -> torch.Tensor:  # [b, C, 2], so per_micro_batch can join the parts
-        logits = completion_logits(model, r).float()
-        total = torch.logsumexp(logits, dim=-1)
-        picked = torch.gather(logits, -1, r.completion_ids.unsqueeze(-1)).squeeze(-1)
-        log_stop = torch.logsumexp(logits[..., stop], dim=-1)
-        return torch.stack([picked - total, log_stop - total], -1) * r.completion_mask.unsqueeze(-1)
-
-    joined = per_micro_batch(rollout, micro_batch_size, both)
-    return joined[..., 0], joined[..., 1]
-
-
 def split_lm_head(model):
     """(decoder, lm_head) of a causal LM, through a PEFT wrapper, or None when its logits are more
     than a linear head of the last hidden state (soft-capping, logit scaling, an adapted head)."""
@@ -107,11 +98,13 @@ def split_lm_head(model):
 
 
 def _token_logprobs(model, r: Rollout) -> torch.Tensor:
+    r = r.to(next(model.parameters()).device)
     return _gather_logprobs(completion_logits(model, r), r.completion_ids) * r.completion_mask
 
 
 def completion_logits(model, r: Rollout) -> torch.Tensor:
     """[B, C, V] logits of the positions that predict the completion's tokens."""
+    r = r.to(next(model.parameters()).device)
     input_ids = torch.cat([r.prompt_ids, r.completion_ids], 1)
     mask = torch.cat([r.prompt_mask, r.completion_mask], 1)
     position_ids = (mask.cumsum(-1) - 1).clamp(min=0)

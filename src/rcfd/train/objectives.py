@@ -135,7 +135,7 @@ def by_prompt(prompts: list[str], rewards: torch.Tensor, demo_rewards: torch.Ten
         raise RcfdError(f"objective {RCfDBatch.name!r} needs at least 2 prompts with the same number (>= 2) of "
                         f"completions each per call, got {len(rows_of)} prompt(s) with {sorted(sizes)} completions; "
                         f"raise num_generations / the per-device batch, or use objective {RCfD.name!r}")
-    order = torch.tensor([i for rows in rows_of.values() for i in rows])
+    order = torch.tensor([i for rows in rows_of.values() for i in rows], device="cpu")
     advantages = rcfd_batch_advantages(rewards[order], demo_rewards[order], sizes.pop())
     return torch.empty_like(advantages).index_copy_(0, order, advantages)
 
@@ -308,7 +308,7 @@ class _MeanMatching(Objective):
     def __init__(self, config, targets=None):
         super().__init__(config, targets)
         names = list(config.reward.names) + list(config.reward.calibrate_also)
-        flags = torch.tensor([name in config.objective.per_sample for name in names])
+        flags = torch.tensor([name in config.objective.per_sample for name in names], device="cpu")
         self.per_sample = torch.cat([flags, flags]) if self.matches_spread(config) else flags
 
     @classmethod
@@ -361,7 +361,7 @@ class RCfDBatch(_MeanMatching):
         rewards = self.columns(batch)
         targets = self.target_mean.expand(len(rewards), -1)
         gaps = prompt_gaps(rewards, targets, k)  # the mean gap is the whole batch's, over every process
-        totals = procs.sum(torch.cat([gaps.sum(0), torch.tensor([float(len(gaps))])])).double()
+        totals = procs.sum(torch.cat([gaps.sum(0), torch.tensor([float(len(gaps))], device="cpu")])).double()
         return rcfd_batch_advantages(rewards, targets, k, totals[:-1].to(rewards.dtype), float(totals[-1]),
                                      self.per_sample)
 

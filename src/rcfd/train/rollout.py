@@ -99,8 +99,8 @@ def merged_lora(model):
 def _onednn_packing_works() -> bool:
     """oneDNN's prepacked linear (what torch.compile's CPU freezing path uses) is in this torch build."""
     try:
-        w = torch.ops.mkldnn._reorder_linear_weight(torch.ones(2, 3), 1)
-        return torch.ops.mkldnn._linear_pointwise(torch.ones(1, 3), w, None, "none", [], "").shape == (1, 2)
+        w = torch.ops.mkldnn._reorder_linear_weight(torch.ones(2, 3, device="cpu"), 1)
+        return torch.ops.mkldnn._linear_pointwise(torch.ones(1, 3, device="cpu"), w, None, "none", [], "").shape == (1, 2)
     except (AttributeError, RuntimeError):
         return False
 
@@ -143,11 +143,18 @@ def packed_linears(model, rows: int):
             del module.forward  # back to the class's forward
 
 
+def on_cpu_in_float32(model) -> bool:
+    """Whether the CPU fast paths apply: every weight on the CPU in float32."""
+    return all(p.device.type == "cpu" and p.dtype == torch.float32 for p in model.parameters())
+
+
 @contextlib.contextmanager
 def sampling_weights(model, rows: int):
-    """The fastest exact way to sample from ``model``: packed oneDNN linears on CPU, merged LoRA elsewhere."""
-    on_cpu_fp32 = all(p.device.type == "cpu" and p.dtype == torch.float32 for p in model.parameters())
-    if on_cpu_fp32 and _onednn_packing_works():
+    """The fastest exact way to sample from ``model`` on the CPU in float32: packed oneDNN linears (LoRA
+    folded in), else LoRA merged into the weights; elsewhere the model as it is."""
+    if not on_cpu_in_float32(model):
+        yield
+    elif _onednn_packing_works():
         with packed_linears(model, rows):
             yield
     else:
@@ -163,30 +170,6 @@ def completion_mask(completion_ids: torch.Tensor, eos_ids: set[int]) -> torch.Te
     # Number of EOS seen strictly before each position: a token is kept while that count is 0.
     before = torch.cumsum(is_eos.int(), 1) - is_eos.int()
     return (before == 0).long()
-
-
-def stop_prefixes(rollout: Rollout, stop_ids, stop_token: int, pad_id: int, min_new_tokens: int = 0):
-    """Every position t at which a completion went on (its token there is not a stop token), as the
-    completion that would have stopped there: its first t tokens and ``stop_token``. Positions before
-    ``min_new_tokens``, where stopping is not allowed, are left out.
-
-    Returns (Rollout of N such completions with their rows' prompts, rows [N], positions [N])."""
-    rows, positions, completions = [], [], []
-    for i, tokens in enumerate(rollout.completion_tokens()):
-        ended = bool(tokens) and tokens[-1] in stop_ids
-        for t in range(min_new_tokens, len(tokens) - int(ended)):
-            rows.append(i)
-            positions.append(t)
-            completions.append(tokens[:t] + [stop_token])
-    width = max((len(c) for c in completions), default=1)
-    ids = torch.full((len(completions), width), pad_id, dtype=rollout.completion_ids.dtype)
-    mask = torch.zeros((len(completions), width), dtype=rollout.completion_mask.dtype)
-    for j, c in enumerate(completions):
-        ids[j, :len(c)] = torch.tensor(c, dtype=ids.dtype)
-        mask[j, :len(c)] = 1
-    index = torch.tensor(rows, dtype=torch.long)
-    prefixes = Rollout(rollout.prompt_ids[index], rollout.prompt_mask[index], ids, mask)
-    return prefixes, index, torch.tensor(positions, dtype=torch.long)
 
 
 def newline_token_ids(tokenizer) -> set[int]:
@@ -221,17 +204,19 @@ def generate(model, tokenizer, prompts: list[str], gen_cfg, max_new_tokens: int 
     they serve as PPO's "old" log-probs without a second forward pass.
     """
     tokenizer.padding_side = "left"
-    enc = tokenizer(prompts, return_tensors="pt", padding=True)
+    enc = tokenizer(prompts, return_tensors="pt", padding=True).to(next(model.parameters()).device)
     eos = eos_token_ids(model, tokenizer, gen_cfg.stop_at_newline)
     max_new = max_new_tokens or gen_cfg.max_new_tokens
     was_training = model.training
     model.eval()
+    if on_cpu_in_float32(model):  # greedy over InverseCDFSampler's output samples at the temperature and top-p
+        sampling = dict(do_sample=False, logits_processor=sampling_processors(gen_cfg.temperature, gen_cfg.top_p))
+    else:  # transformers' own sampling (GPU kernels, its KV cache); top_k 0: the policy itself
+        sampling = dict(do_sample=True, temperature=gen_cfg.temperature, top_p=gen_cfg.top_p, top_k=0)
     with sampling_weights(model, len(prompts)):
-        # Greedy over InverseCDFSampler's output is sampling at gen_cfg's temperature and top-p.
         out = model.generate(
             **enc,
-            do_sample=False,
-            logits_processor=sampling_processors(gen_cfg.temperature, gen_cfg.top_p),
+            **sampling,
             max_new_tokens=max_new,
             min_new_tokens=min(gen_cfg.min_new_tokens, max_new),
             pad_token_id=tokenizer.pad_token_id,

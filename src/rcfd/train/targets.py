@@ -32,7 +32,7 @@ def ridge_fit(x: torch.Tensor, y: torch.Tensor, ridge: float) -> tuple[torch.Ten
     """(w [D, K], b [K]) minimizing ‖y − x w − b‖² + ridge·‖w‖² (the intercept is not penalized)."""
     x_mean, y_mean = x.mean(0), y.mean(0)
     xc, yc = x - x_mean, y - y_mean
-    gram = xc.T @ xc + ridge * torch.eye(x.shape[1], dtype=x.dtype)
+    gram = xc.T @ xc + ridge * torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
     w = torch.linalg.solve(gram, xc.T @ yc)
     return w, y_mean - x_mean @ w
 
@@ -40,7 +40,7 @@ def ridge_fit(x: torch.Tensor, y: torch.Tensor, ridge: float) -> tuple[torch.Ten
 def choose_ridge(x: torch.Tensor, y: torch.Tensor, ridges=RIDGES, folds: int = 5) -> float:
     """The ridge of ``ridges`` with the least k-fold cross-validated squared error (row i in fold i mod k)."""
     folds = max(2, min(folds, x.shape[0]))
-    fold = torch.arange(x.shape[0]) % folds
+    fold = torch.arange(x.shape[0], device="cpu") % folds
     errors = []
     for ridge in ridges:
         total = 0.0
@@ -156,7 +156,8 @@ def embed_prompts(prompts: list[str], embedder: str, *, policy=None, reference=N
     if embedder == "minilm":
         from ..rewards.quality import SentenceEncoder
 
-        return SentenceEncoder(field="the target model's embedder")(list(prompts))
+        device = next(policy.parameters()).device if policy is not None else None
+        return SentenceEncoder(field="the target model's embedder", device=device)(list(prompts))
     if embedder != "policy":
         raise RcfdError(f"unknown target-model embedder '{embedder}'; choose one of {', '.join(EMBEDDERS)}")
     from .logprobs import reference_context, reference_model
@@ -165,10 +166,10 @@ def embed_prompts(prompts: list[str], embedder: str, *, policy=None, reference=N
     parts = []
     with reference_context(policy, reference):
         for i in range(0, len(prompts), batch_size):
-            enc = tokenizer(list(prompts[i:i + batch_size]), return_tensors="pt", padding=True)
+            enc = tokenizer(list(prompts[i:i + batch_size]), return_tensors="pt", padding=True).to(model.device)
             hidden = model(**enc, output_hidden_states=True, use_cache=False).hidden_states[-1].float()
             mask = enc["attention_mask"].unsqueeze(-1).float()
-            parts.append((hidden * mask).sum(1) / mask.sum(1).clamp(min=1))
+            parts.append(((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).cpu())
     return torch.cat(parts)
 
 
@@ -237,8 +238,8 @@ def demonstration_targets(rewards, dataset, tokenizer, max_tokens: int, *, secon
                                         progress=progress)
     if second_moment:
         values = torch.cat([values, values ** 2], -1)
-    totals = torch.zeros(len(counts), values.shape[1]).index_add_(
-        0, torch.repeat_interleave(torch.arange(len(counts)), counts), values)
+    totals = torch.zeros(len(counts), values.shape[1], device="cpu").index_add_(
+        0, torch.repeat_interleave(torch.arange(len(counts), device="cpu"), counts), values)
     return totals / counts.to(values.dtype)[:, None]
 
 

@@ -37,6 +37,7 @@ from .checkpoint import StopAtStepBoundary
 from .advantages import ppo_clip_loss
 from .best_step import BEST_FILE, BestWeights, CalibrationProbe
 from .components import Components, build_components
+from .device import resolve_device, resolve_dtype
 from .distributed import Processes, check_world
 from .logprobs import reference_logprobs, token_logprobs
 from .objectives import ScoredBatch, build_objective
@@ -53,6 +54,7 @@ class Trainer:
         """``components`` (policy, data, rewards, ...) default to :func:`rcfd.train.components.build_components`
         of ``config``; pass them to train something built elsewhere."""
         self.config = c = config
+        resolve_dtype(c.model.dtype, resolve_device(c.model.device))  # what this machine cannot run, before any write
         self.procs = Processes()
         check_world(c.train, self.procs.world)
         self.progress = progress and self.procs.is_main
@@ -168,10 +170,10 @@ class Trainer:
         c = self.config.train
         ref_logp = reference_logprobs(self.policy, self.reference, b.rollout, c.micro_batch_size)
         b.rewards = self.rewards(b.prompts, b.texts, rollout=b.rollout, ref_logprobs=ref_logp)
-        b.logratio = (b.old_logp - ref_logp).sum(-1)  # sampled KL estimate per sequence
+        b.logratio = (b.old_logp - ref_logp).sum(-1).float().cpu()  # sampled KL estimate per sequence
         b.targets = self.demo_train[b.rows] if self.demo_train is not None else None
         keep = whole_groups(torch.isfinite(b.rewards).all(-1), c.num_generations)
-        bad, kept = self.procs.sum(torch.tensor([float((~keep).sum()), float(keep.sum())])).tolist()
+        bad, kept = self.procs.sum(torch.tensor([float((~keep).sum()), float(keep.sum())], device="cpu")).tolist()
         if not bad:  # decided on batch-wide counts, so every process stops (or skips) together
             return b
         if not c.skip_nonfinite or kept == 0:
@@ -198,13 +200,14 @@ class Trainer:
             for start in range(0, n, size):
                 self.optimizer.zero_grad(set_to_none=True)
                 total = 0.0
-                for sel in torch.arange(start, min(start + size, n)).split(c.micro_batch_size):
+                for sel in torch.arange(start, min(start + size, n), device="cpu").split(c.micro_batch_size):
                     mb = rollout.select(sel)
                     mask = mb.completion_mask.float()
                     logp = token_logprobs(self.policy, mb)
-                    per_seq = ppo_clip_loss(logp, old_logp[sel], advantages[sel], mask, c.clip_eps, max_tokens)
+                    per_seq = ppo_clip_loss(logp, old_logp[sel], advantages[sel].to(logp.device), mask, c.clip_eps,
+                                            max_tokens)
                     loss = per_seq.sum() / size  # micro-batches add up to the minibatch mean
-                    if self.procs.any(not torch.isfinite(loss)):
+                    if self.procs.any(not bool(torch.isfinite(loss))):
                         raise NonFiniteError(f"the loss is not finite at step {self.step_idx + 1}; lower "
                                              "train.learning_rate or check the rewards (resume with --resume)")
                     loss.backward()
@@ -220,13 +223,14 @@ class Trainer:
                  N.GRAD_NORM: float(np.mean(grad_norms))}
         if self.procs.world > 1:  # grad_norm is already global (gradients were averaged)
             for key in (N.LOSS, N.CLIP_RATIO):
-                stats[key] = float(self.procs.sum(torch.tensor([stats[key]], dtype=torch.float64))[0]) / self.procs.world
+                stats[key] = float(self.procs.sum(torch.tensor([stats[key]], dtype=torch.float64, device="cpu"))[0]) / self.procs.world
         return stats
 
     def record(self, b: ScoredBatch, values: torch.Tensor, stats: dict) -> dict:
         """The step's metrics over the whole batch (every process)."""
         P = self.procs
-        rewards, logratio, lengths = P.gather(b.rewards), P.gather(b.logratio), P.gather(b.rollout.lengths().float())
+        rewards, logratio = P.gather(b.rewards), P.gather(b.logratio)
+        lengths = P.gather(b.rollout.lengths().float().cpu())
         record = {
             N.STEP: self.step_idx + 1,
             N.OBJECTIVE: float(P.gather(values).mean()),
@@ -296,7 +300,7 @@ class Trainer:
         """Keep the current weights if the main process measured them closest to the demonstrations so far
         (every process keeps the same step)."""
         distance = record.get(N.EVAL_CALIBRATION_DISTANCE, 0.0) if self.procs.is_main else 0.0
-        self.best.offer(self.step_idx, float(self.procs.sum(torch.tensor([distance], dtype=torch.float64))[0]),
+        self.best.offer(self.step_idx, float(self.procs.sum(torch.tensor([distance], dtype=torch.float64, device="cpu"))[0]),
                         self.policy)
 
     def _log(self, record: dict, batch: ScoredBatch) -> None:

@@ -41,16 +41,16 @@ def rollout_from_token_lists(prompt_ids: list[list[int]], completion_ids: list[l
     bsz = len(prompt_ids)
     p_len = max(len(p) for p in prompt_ids)
     c_len = max(1, min(max_new_tokens, max((len(c) for c in completion_ids), default=1)))
-    prompts = torch.full((bsz, p_len), pad_id, dtype=torch.long)
-    p_mask = torch.zeros((bsz, p_len), dtype=torch.long)
-    completions = torch.full((bsz, c_len), pad_id, dtype=torch.long)
-    filled = torch.zeros((bsz, c_len), dtype=torch.bool)
+    prompts = torch.full((bsz, p_len), pad_id, dtype=torch.long, device="cpu")
+    p_mask = torch.zeros((bsz, p_len), dtype=torch.long, device="cpu")
+    completions = torch.full((bsz, c_len), pad_id, dtype=torch.long, device="cpu")
+    filled = torch.zeros((bsz, c_len), dtype=torch.bool, device="cpu")
     for i, (p, c) in enumerate(zip(prompt_ids, completion_ids)):
-        prompts[i, p_len - len(p):] = torch.tensor(p, dtype=torch.long)
+        prompts[i, p_len - len(p):] = torch.tensor(p, dtype=torch.long, device="cpu")
         p_mask[i, p_len - len(p):] = 1
         c = list(c)[:c_len]
         if c:
-            completions[i, :len(c)] = torch.tensor(c, dtype=torch.long)
+            completions[i, :len(c)] = torch.tensor(c, dtype=torch.long, device="cpu")
             filled[i, :len(c)] = True
     mask = completion_mask(completions, eos_ids) * filled.long()
     completions = completions.masked_fill(mask == 0, pad_id)
