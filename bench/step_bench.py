@@ -32,21 +32,30 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def matmul_peak(dtype, n=2048, repeats=5) -> float:
-    """Best-of-N GFLOP/s of an n×n matmul (the denominator of MFU)."""
-    small = torch.randn(256, 256, dtype=dtype)
+def matmul_peak(dtype, n=2048, repeats=5, device="cpu") -> float:
+    """Best-of-N GFLOP/s of an n×n matmul on ``device`` (the denominator of MFU)."""
+    small = torch.randn(256, 256, dtype=dtype, device=device)
     small @ small
     if 2 * 256 ** 3 / _timed(lambda: small @ small) < 10e9:  # no fast kernel: a 2048² product would take minutes
         repeats, n = 3, 256
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    if device != "cpu":
+        n, repeats = 8192, 10
+    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
     a @ b
     best = min(_timed(lambda: a @ b) for _ in range(repeats))
     return 2 * n ** 3 / best / 1e9
 
 
+def _sync():
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 def _timed(fn) -> float:
+    _sync()
     t0 = time.perf_counter()
     fn()
+    _sync()
     return time.perf_counter() - t0
 
 
@@ -79,14 +88,15 @@ def summarize(times: list[float]) -> dict:
 
 
 # ---------------------------------------------------------------- rcfd
-def run_rcfd(setting: dict, prompts, model_path: str, steps: int, warmup: int, workdir: Path) -> dict:
+def run_rcfd(setting: dict, prompts, model_path: str, steps: int, warmup: int, workdir: Path, device: str = "cpu") -> dict:
     import datasets
 
     from rcfd.config import make_config
     from rcfd.train.trainer import Trainer
 
     config = make_config({
-        "model": {"name": model_path, "lora": setting["lora"], "lora_r": LORA_R, "lora_alpha": LORA_ALPHA},
+        "model": {"name": model_path, "lora": setting["lora"], "lora_r": LORA_R, "lora_alpha": LORA_ALPHA,
+                  "device": device, "dtype": setting["dtype"]},
         "data": {"source": "wiki-offline", "prompt_tokens": 16, "demo_tokens": 24, "num_train": 16, "num_eval": 4},
         "reward": {"names": ["bench_reward:length_reward"]},
         "objective": {"name": "kl", "beta": BETA},
@@ -98,13 +108,13 @@ def run_rcfd(setting: dict, prompts, model_path: str, steps: int, warmup: int, w
     # The same 4 prompts × 4 completions as TRL's group sampling: 16 rows, all used every step.
     rows = [p for p in prompts for _ in range(COMPLETIONS_PER_PROMPT)]
     trainer.train_ds = datasets.Dataset.from_dict({"prompt": rows, "demonstration": rows, "long_demonstration": rows})
-    times, gen_times, lengths = [], [], []
+    times, gen_times, lengths, records = [], [], [], []
     for i in range(warmup + steps):
-        t = _timed(trainer.step)
+        t = _timed(lambda: records.append(trainer.step()[0]))
         if i >= warmup:
             times.append(t)
             gen_times.append(trainer.last_timing["generation_s"])
-            lengths.append(trainer.last_record["completions/mean_length"])
+            lengths.append(records[-1]["completions/mean_length"])
     out = summarize(times)
     out["generation_s_median"] = statistics.median(gen_times)
     out["mean_completion_tokens"] = statistics.mean(lengths)
@@ -113,7 +123,7 @@ def run_rcfd(setting: dict, prompts, model_path: str, steps: int, warmup: int, w
 
 
 # ---------------------------------------------------------------- TRL
-def run_trl(setting: dict, prompts, model_path: str, steps: int, warmup: int, workdir: Path) -> dict:
+def run_trl(setting: dict, prompts, model_path: str, steps: int, warmup: int, workdir: Path, device: str = "cpu") -> dict:
     import datasets
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
@@ -137,7 +147,8 @@ def run_trl(setting: dict, prompts, model_path: str, steps: int, warmup: int, wo
     total = warmup + steps
     ds = datasets.Dataset.from_dict({"prompt": prompts * total})
     args = GRPOConfig(
-        output_dir=str(workdir / f"trl-{setting['name']}"), use_cpu=True, bf16=False, seed=0,
+        output_dir=str(workdir / f"trl-{setting['name']}"), use_cpu=device == "cpu",
+        bf16=setting["dtype"] == "bfloat16" and device != "cpu", seed=0,
         per_device_train_batch_size=16, num_generations=COMPLETIONS_PER_PROMPT, gradient_accumulation_steps=1,
         max_completion_length=MAX_NEW_TOKENS, temperature=1.0, top_p=1.0, beta=BETA, learning_rate=LR,
         lr_scheduler_type="constant", max_steps=total, logging_steps=1, report_to="none", save_strategy="no",
@@ -205,14 +216,18 @@ def main(argv=None) -> int:
     parser.add_argument("--no-trl", action="store_true", help="measure rcfd only (TRL not installed or not wanted)")
     parser.add_argument("--only", nargs="*", help="setting names to run (default: all)")
     parser.add_argument("--out", default=str(HERE / "results" / "latest.json"), help="JSON result path")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda: where both trainers run")
     args = parser.parse_args(argv)
+    if args.device != "cpu" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: torch sees no CUDA GPU here")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     from rcfd.models import load_tokenizer, materialize_smollm2
 
     model_path = str(materialize_smollm2())
     prompts = bench_prompts(load_tokenizer(model_path))
-    peaks = {"float32": matmul_peak(torch.float32), "bfloat16": matmul_peak(torch.bfloat16)}
+    peaks = {"float32": matmul_peak(torch.float32, device=args.device),
+             "bfloat16": matmul_peak(torch.bfloat16, device=args.device)}
     # bfloat16 settings run only where the CPU has fast bfloat16 matmul (AMX/AVX512-BF16).
     bf16_ok = peaks["bfloat16"] >= peaks["float32"]
     bf16_skip = f"bfloat16 matmul runs at {peaks['bfloat16']:.1f} GFLOP/s here vs {peaks['float32']:.0f} float32"
@@ -223,7 +238,8 @@ def main(argv=None) -> int:
                            "completions_per_prompt": COMPLETIONS_PER_PROMPT, "max_new_tokens": MAX_NEW_TOKENS,
                            "beta": BETA, "learning_rate": LR, "warmup_steps": args.warmup, "measured_steps": args.steps,
                            "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-                           "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count()},
+                           "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+                           "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(0)},
               "matmul_peak_gflops": peaks, "rcfd": {}, "trl": {}}
     from transformers import AutoConfig
 
@@ -236,7 +252,7 @@ def main(argv=None) -> int:
                     result[side][s["name"]] = {"skipped": bf16_skip}
                     continue
                 print(f"{side} {s['name']} ...", flush=True)
-                r = run(s, prompts, model_path, args.steps, args.warmup, Path(tmp))
+                r = run(s, prompts, model_path, args.steps, args.warmup, Path(tmp), args.device)
                 # MFU counts the model FLOPs of the work itself (not TRL's checkpointing recomputation).
                 flops = step_flops(model_config, 16, 16, r["mean_completion_tokens"] or MAX_NEW_TOKENS, s["lora"])
                 r["mfu"] = flops / r["median_s"] / (peaks[s["dtype"]] * 1e9)

@@ -119,3 +119,19 @@ def test_the_guard_catches_a_tensor_made_without_a_device():
         torch.zeros(3)  # this test file is not the package's code
         exec(compile("y = torch.zeros(3, device='cpu')", str(Path(rcfd.__file__).parent / "made_up.py"), "exec"),
              {"torch": torch})
+
+
+def test_the_gpu_check_says_in_one_line_that_there_is_no_gpu():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: run bench/gpu_check itself")
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(["bash", str(root / "bench" / "gpu_check")], capture_output=True, text=True,
+                          env={**os.environ, "PYTHON": sys.executable}, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == ["gpu_check: no CUDA GPU here (torch.cuda.is_available() is false); "
+                                                "run it on a machine with one"]

@@ -116,3 +116,28 @@ def test_the_step_reads_top_to_bottom_without_branches():
     assert len(source.splitlines()) <= 40
     assert not [n for n in ast.walk(tree) if isinstance(n, (ast.If, ast.IfExp))]
     assert "objective.name" not in source
+
+
+def test_rollouts_sampled_in_parts_are_the_rollouts_sampled_at_once(tiny_config, tmp_path):
+    """generation.batch_size joins parts padded to one width: the same rows, tokens and old log-probs as
+    one call when each part is sampled under the same random numbers."""
+    from rcfd.train.rollout import generate_in_parts
+
+    trainer = Trainer(tiny_config("train.steps=1"), tmp_path / "run", progress=False)
+    prompts = [trainer.train_ds[i]["prompt"] for i in range(6)]
+    parts_cfg = tiny_config("generation.batch_size=4").generation
+    torch.manual_seed(0)
+    rollout, texts, logp = generate_in_parts(trainer.policy, trainer.tokenizer, prompts, parts_cfg)
+    assert len(rollout) == len(texts) == logp.shape[0] == 6
+    torch.manual_seed(0)
+    first, _, first_logp = generate_in_parts(trainer.policy, trainer.tokenizer, prompts[:4], parts_cfg)
+    assert rollout.completion_tokens()[:4] == first.completion_tokens()
+    width = first_logp.shape[1]
+    assert torch.equal(logp[:4, :width], first_logp)
+    # the joined rollout scores as its parts do: padding changes no log-prob
+    from rcfd.train.logprobs import token_logprobs
+
+    with torch.no_grad():
+        joined = token_logprobs(trainer.policy, rollout)[:4, :width]
+        alone = token_logprobs(trainer.policy, first)
+    assert torch.allclose(joined, alone, atol=1e-5)

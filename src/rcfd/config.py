@@ -189,6 +189,10 @@ class GenerationConfig:
     (transformers' min_new_tokens, vLLM's min_tokens). Set it to the demonstrations' length where they are
     cut to a fixed length (positive-reviews): the policy's text is then scored at the same length as
     theirs, and a calibrated reward cannot be reached by stopping early."""
+    batch_size: int = 0
+    """Training rollouts sampled per generate call (0: the whole step's at once, the CPU default). At the
+    paper's scale (500 rollouts of up to 320 tokens) one call would hold the whole batch's KV cache:
+    sample it in parts of this many rows."""
     temperature: float = 1.0
     """Sampling temperature (1.0 samples the policy itself, as the PPO ratio assumes)."""
     top_p: float = 1.0
@@ -601,6 +605,7 @@ def _validate_generation(g: GenerationConfig) -> None:
              f"generation.min_new_tokens must be between 0 and generation.max_new_tokens ({g.max_new_tokens}), "
              f"got {g.min_new_tokens}")
     _require(g.temperature > 0, f"generation.temperature must be > 0, got {g.temperature}")
+    _require(g.batch_size >= 0, f"generation.batch_size must be >= 0 (0: all at once), got {g.batch_size}")
     _require(0 < g.top_p <= 1, f"generation.top_p must be in (0, 1], got {g.top_p}")
     BACKENDS.check(g.backend)
     _require(0 < g.vllm_gpu_memory_utilization <= 1,

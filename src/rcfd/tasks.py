@@ -40,6 +40,9 @@ TASKS = {t.name: t for t in [
          "use case 3, offline: write the short description of a Wikipedia extract; rewards = MiniLM "
          "text–summary similarity and length; demonstration = the human description", "wiki-description",
          demo_runs=("quality", "rcfd", "alpha=0.003", "alpha=0.01", "alpha=0.03", "alpha=0.1")),
+    Task("wiki-continuation-paper",
+         "use case 1 at the paper's scale (GPU and internet): prompts of 64 tokens, up to 320 new, 500 "
+         "rollouts per step, lr 5e-5, on a hub model (default LLaMA-2-7B)", "wiki-paper", demo_runs=("beta0", "rcfd")),
     Task("imdb-positive",
          "use case 2 as in the paper (needs internet): hub IMDB positive reviews, hub DistilBERT IMDB "
          "classifier's POSITIVE logit", "imdb-positive"),

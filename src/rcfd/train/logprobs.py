@@ -44,6 +44,21 @@ class Rollout:
         return [ids[mask.bool()].tolist() for ids, mask in zip(self.completion_ids, self.completion_mask)]
 
 
+def pad_rows(tensors: list[torch.Tensor], value, left: bool) -> torch.Tensor:
+    """[N_i, W_i] tensors stacked into [ΣN_i, max W_i], padded with ``value`` on the left or the right."""
+    width = max(t.shape[1] for t in tensors)
+    padded = [torch.nn.functional.pad(t, (width - t.shape[1], 0) if left else (0, width - t.shape[1]), value=value)
+              for t in tensors]
+    return torch.cat(padded, 0)
+
+
+def concat_rollouts(parts: list[Rollout], pad_id: int) -> Rollout:
+    """Rollouts sampled in parts as one: prompts left-padded and completions right-padded to the widest."""
+    return Rollout(pad_rows([r.prompt_ids for r in parts], pad_id, True), pad_rows([r.prompt_mask for r in parts], 0, True),
+                   pad_rows([r.completion_ids for r in parts], pad_id, False),
+                   pad_rows([r.completion_mask for r in parts], 0, False))
+
+
 def encode_pairs(tokenizer, prompts: list[str], completions: list[str], max_tokens: int | None = None) -> Rollout:
     """Tokenize text completions (e.g. demonstrations) in the same layout as generated ones."""
     side = tokenizer.padding_side

@@ -8,7 +8,7 @@ import functools
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
 
-from .logprobs import Rollout, _gather_logprobs, decode_completions
+from .logprobs import Rollout, _gather_logprobs, concat_rollouts, decode_completions, pad_rows
 
 
 def group_rows(items: list, k: int) -> list:
@@ -239,3 +239,15 @@ def generate(model, tokenizer, prompts: list[str], gen_cfg, max_new_tokens: int 
         logprobs = torch.stack([_gather_logprobs(step_logits, completion_ids[:, t])
                                 for t, step_logits in enumerate(out.logits)], 1) * mask
     return rollout, texts, logprobs
+
+
+def generate_in_parts(model, tokenizer, prompts: list[str], gen_cfg):
+    """:func:`generate` with its old log-probs, ``gen_cfg.batch_size`` prompts per call (all at once when 0),
+    the parts joined into one rollout."""
+    size = gen_cfg.batch_size or len(prompts)
+    parts = [generate(model, tokenizer, prompts[i:i + size], gen_cfg, want_logprobs=True)
+             for i in range(0, len(prompts), size)]
+    if len(parts) == 1:
+        return parts[0]
+    rollout = concat_rollouts([p[0] for p in parts], tokenizer.pad_token_id)
+    return rollout, [t for p in parts for t in p[1]], pad_rows([p[2] for p in parts], 0.0, left=False)

@@ -41,7 +41,7 @@ from .device import resolve_device, resolve_dtype
 from .distributed import Processes, check_world
 from .logprobs import reference_logprobs, token_logprobs
 from .objectives import ScoredBatch, build_objective
-from .rollout import generate
+from .rollout import generate_in_parts
 from .rundir import DEMO_REWARDS, METRICS, SAMPLES, RunDir
 from .schedule import build_optimizer, lr_factor, step_rows, whole_groups
 
@@ -156,8 +156,7 @@ class Trainer:
         """Completions of the rows' prompts and their log-probs under the sampling policy ("old" for PPO)."""
         prompts = [self.train_ds[i]["prompt"] for i in rows]
         if self.vllm is None:
-            rollout, texts, old_logp = generate(self.policy, self.tokenizer, prompts, self.config.generation,
-                                                want_logprobs=True)
+            rollout, texts, old_logp = generate_in_parts(self.policy, self.tokenizer, prompts, self.config.generation)
         else:
             rollout, texts, _ = self.vllm(self.policy, prompts)
             with torch.no_grad():
