@@ -18,6 +18,7 @@ def replaced_atomically(path):
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide a shared run from colleagues
     try:
         yield tmp
         os.replace(tmp, path)
@@ -66,13 +67,26 @@ def staged_dir(final, marker: str):
     (:func:`publish_dir`), on failure remove it."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
+    staging = private_dir(final.parent, f".{final.name}-")
     try:
         yield staging
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     publish_dir(staging, final, marker)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def private_dir(parent, prefix: str) -> Path:
+    """A new directory under ``parent`` for staging (mkdtemp), with the mode the umask gives others' files."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    os.chmod(path, 0o777 & ~_umask())
+    return path
 
 
 def save_torch(path, obj) -> None:
@@ -82,3 +96,5 @@ def save_torch(path, obj) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with replaced_atomically(path) as tmp:
         torch.save(obj, tmp)
+        with open(tmp, "rb") as f:  # a crash after the rename must not leave an empty file behind
+            os.fsync(f.fileno())

@@ -28,7 +28,7 @@ def demo_rewards(rewards, dataset, tokenizer, max_tokens: int, batch_size: int =
     """[N, K] rewards of each demonstration (truncated to ``max_tokens`` tokens), cached on disk."""
     path = demo_cache_path(rewards, dataset, max_tokens)
     if path.exists():
-        cached = torch.load(path)
+        cached = torch.load(path, weights_only=True)  # a tensor; nothing in the cache may run code
         if cached.shape[0] == len(dataset):
             return cached
     prompts, demos = list(dataset["prompt"]), list(dataset["demonstration"])

@@ -12,11 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import random
 import shutil
 import signal
 import sys
-import tempfile
 import threading
 from pathlib import Path
 
@@ -25,6 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..errors import RcfdError
+from ..files import private_dir
 
 MANIFEST = "manifest.json"
 
@@ -51,7 +52,9 @@ def trainable_state(model) -> dict:
 
 def rng_state() -> dict:
     """Every random number generator a run draws from: CPU torch, CUDA (sampling on a GPU), numpy, Python."""
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    name, keys, pos, has_gauss, gauss = np.random.get_state()  # as tensors and numbers: loadable without pickle
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss]}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -61,7 +64,8 @@ def set_rng_state(state: dict) -> None:
     """Restore :func:`rng_state`'s generators; a CUDA state is restored where CUDA is present (a run
     resumed on another device carries on with that device's generator)."""
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -72,7 +76,7 @@ def save_checkpoint(root: Path, step: int, model, optimizer, state: dict, extra_
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:06d}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-step-{step:06d}-", dir=root))
+    tmp = private_dir(root, f".tmp-step-{step:06d}-")
     try:
         save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
         torch.save({"optimizer": optimizer.state_dict(), "rng": rng_state()}, tmp / "optimizer.pt")
@@ -150,7 +154,12 @@ def load_checkpoint(path: Path, model, optimizer) -> dict:
     """Weights, optimizer and RNG state of a checkpoint; returns its state.json."""
     path = Path(path)
     load_weights(path, model)
-    blob = torch.load(path / "optimizer.pt", weights_only=False)
+    try:  # tensors, numbers and strings only: a checkpoint from elsewhere cannot run code
+        blob = torch.load(path / "optimizer.pt", weights_only=True)
+    except pickle.UnpicklingError:
+        raise RcfdError(f"'{path / 'optimizer.pt'}' holds objects beyond tensors and numbers (written by rcfd "
+                        "before 0.2, or altered), which loading would run as code; it was not loaded. Start the "
+                        "run again, or evaluate its weights with `rcfd eval`") from None
     optimizer.load_state_dict(blob["optimizer"])
     set_rng_state(blob["rng"])
     return json.loads((path / "state.json").read_text())

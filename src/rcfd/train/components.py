@@ -66,7 +66,7 @@ def build_components(config, *, rank: int = 0, world: int = 1, progress: bool = 
     components = Components(policy, tokenizer, reference, train_ds, eval_ds, rewards)
     wanted = objective_class(c.objective.name).needs_targets if with_demo_rewards is None else with_demo_rewards
     if wanted and demo_rewards_from is not None and Path(demo_rewards_from).exists():
-        components.demo_train = torch.load(demo_rewards_from)
+        components.demo_train = torch.load(demo_rewards_from, weights_only=True)  # a tensor, never code
     elif wanted:  # R(x, y_demo), or a target model's prediction of it (objective.target)
         components.demo_train = training_targets(c, components, progress=progress)
     return components

@@ -1,0 +1,67 @@
+"""Files from others are data, never code: a copied run's optimizer.pt and demonstration-reward cache
+are loaded without unpickling objects, and files a run writes are readable as the umask allows."""
+
+import os
+import stat
+
+import pytest
+import torch
+
+from rcfd.cli import main
+
+
+class _Payload:
+    """Unpickling this creates ``marker``: the proof that loading ran code."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _train(out, *extra):
+    return main(["train", "--task", "tiny", "--out", str(out), "--quiet", "--no-eval", *extra])
+
+
+def test_a_pickle_payload_in_a_copied_runs_optimizer_state_does_not_run_on_resume(tmp_path, capsys):
+    run, marker = tmp_path / "run", tmp_path / "ran-code"
+    assert _train(run, "--steps", "2", "--set", "train.save_every=2") == 0
+    checkpoint = run / "checkpoints" / "step-000002"
+    blob = torch.load(checkpoint / "optimizer.pt", weights_only=True)
+    blob["extra"] = _Payload(marker)
+    torch.save(blob, checkpoint / "optimizer.pt")
+    import hashlib
+    import json
+
+    manifest = json.loads((checkpoint / "manifest.json").read_text())  # whoever edits the file rewrites this
+    manifest["files"]["optimizer.pt"] = hashlib.sha256((checkpoint / "optimizer.pt").read_bytes()).hexdigest()
+    (checkpoint / "manifest.json").write_text(json.dumps(manifest, sort_keys=True))
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--quiet", "--no-eval", "--set", "train.steps=4"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert not marker.exists()
+    assert "optimizer.pt" in err and "not loaded" in err and len(err.splitlines()) == 1
+
+
+def test_a_pickle_payload_in_the_demonstration_reward_cache_does_not_run(tmp_path, tiny_config, monkeypatch):
+    from rcfd.train.components import build_components
+
+    marker = tmp_path / "ran-code"
+    torch.save(_Payload(marker), tmp_path / "demo_rewards.pt")
+    with pytest.raises(Exception):
+        build_components(tiny_config(), progress=False, demo_rewards_from=tmp_path / "demo_rewards.pt")
+    assert not marker.exists()
+
+
+def test_files_a_run_writes_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        run = tmp_path / "run"
+        assert _train(run, "--steps", "2", "--set", "train.save_every=2") == 0
+    finally:
+        os.umask(old)
+    for path in [run / "config.yaml", run / "summary.json" if (run / "summary.json").exists() else run / "config.yaml",
+                 run / "checkpoints" / "step-000002" / "state.json"]:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+    assert stat.S_IMODE((run / "checkpoints" / "step-000002").stat().st_mode) == 0o755
