@@ -200,3 +200,37 @@ def test_missing_tracker_package_is_a_one_line_error(tmp_path, capsys):
     assert _train(tmp_path / "wb", "--steps", "1", "--no-eval", "--set", "train.report_to=wandb") == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "pip install wandb" in err[0]
+
+
+def test_sigterm_checkpoints_the_run_like_ctrl_c(tmp_path):
+    """What Slurm, Kubernetes and `docker stop` send: the step finishes, a checkpoint is written, the exit
+    says how to continue."""
+    import os
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    proc = subprocess.Popen([sys.executable, "-m", "rcfd", "train", "--task", "tiny", "--out", str(run), "--quiet",
+                             "--no-eval", "--steps", "200", "--set", "train.save_every=0"],
+                            stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline and not ((run / "metrics.jsonl").exists() and (run / "metrics.jsonl").read_text()):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "SIGTERM: stopping after this step" in err and "--resume" in err
+    steps = [int(p.name.split("-")[1]) for p in (run / "checkpoints").glob("step-*")]
+    assert len(steps) == 1 and 1 <= steps[0] < 200
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == steps[0]
+
+
+def test_two_trainers_of_one_directory_are_refused(tmp_path, tiny_config):
+    from rcfd.errors import RcfdError
+    from rcfd.train.trainer import Trainer
+
+    first = Trainer(tiny_config("train.steps=2"), tmp_path / "run", progress=False)
+    with pytest.raises(RcfdError, match="another process is writing to"):
+        Trainer(tiny_config("train.steps=2"), tmp_path / "run", resume=True, progress=False)
+    first.train()

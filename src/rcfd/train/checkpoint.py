@@ -166,23 +166,26 @@ def load_checkpoint(path: Path, model, optimizer) -> dict:
 
 
 class StopAtStepBoundary:
-    """First Ctrl-C asks the loop to stop after the current step (then it checkpoints and exits);
-    a second one interrupts at once."""
+    """The first Ctrl-C or SIGTERM (what Slurm, Kubernetes and `docker stop` send) asks the loop to stop
+    after the current step, which then checkpoints and exits; a second one interrupts at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __enter__(self):
         self.requested = False
-        self._previous = None
+        self._previous = {}
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
         return self
 
     def _handle(self, signum, frame):
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        print("\nstopping after this step and saving a checkpoint (Ctrl-C again to abort now)", file=sys.stderr)
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        print(f"\n{name}: stopping after this step and saving a checkpoint (again to abort now)", file=sys.stderr)
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
         return False

@@ -90,6 +90,20 @@ class RunDir:
                             f"or choose another --out")
         return self
 
+    def lock(self):
+        """Hold the run directory for one writer (an exclusive lock on RUN/.lock, released when the
+        returned file is closed or the process ends): a second trainer of the same --out is refused."""
+        import fcntl
+
+        handle = open(self.path / ".lock", "a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            raise RcfdError(f"another process is writing to '{self.path}'; wait for it to finish or choose "
+                            "another --out") from None
+        return handle
+
     def has_config(self) -> bool:
         return self.config_path.exists()
 

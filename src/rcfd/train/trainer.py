@@ -59,6 +59,7 @@ class Trainer:
         check_world(c.train, self.procs.world)
         self.progress = progress and self.procs.is_main
         self.run = RunDir(out_dir).prepare(resume)
+        self._lock = self.run.lock() if self.procs.is_main else None
         self.out = self.run.path
         if self.procs.is_main:  # first, so a run killed while loading can still be resumed
             self.run.write_config(c)
