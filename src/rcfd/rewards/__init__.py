@@ -7,6 +7,8 @@ Several rewards are stacked into R of shape [B, K] by :class:`RewardStack`.
 
 from __future__ import annotations
 
+import torch
+
 from .base import Reward, RewardStack
 from .callable import CallableReward
 from .length import LengthReward
@@ -64,6 +66,11 @@ BUILDERS = {
 }
 
 
+def _device_of(policy):
+    """The policy's device (the CPU for scorers built without a policy)."""
+    return next(policy.parameters()).device if policy is not None else torch.device("cpu")
+
+
 def build_rewards(names, *, policy, reference, tokenizer, model_id: str, config=None,
                   progress: bool = True, device=None) -> RewardStack:
     """The rewards listed in ``names``; ``config`` (a RewardConfig) carries the scorers' settings; scorers
@@ -75,7 +82,7 @@ def build_rewards(names, *, policy, reference, tokenizer, model_id: str, config=
 
     ctx = SimpleNamespace(cfg=config or RewardConfig(names=list(names)), policy=policy, reference=reference,
                           tokenizer=tokenizer, model_id=model_id, progress=progress,
-                          device=device if device is not None else next(policy.parameters()).device)
+                          device=device if device is not None else _device_of(policy))
     rewards = []
     for name in names:
         if ":" in name:
