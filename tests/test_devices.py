@@ -19,7 +19,7 @@ def _metrics(run):
     return (run / "metrics.jsonl").read_text()
 
 
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("dtype", [pytest.param("float32", marks=pytest.mark.slow), "bfloat16"])
 def test_explicit_cpu_runs_train_evaluate_and_resume_exactly(tiny_config, tmp_path, dtype):
     overrides = ("model.device=cpu", f"model.dtype={dtype}", "train.steps=4")
     straight, split = tmp_path / "straight", tmp_path / "split"
@@ -36,7 +36,8 @@ def test_explicit_cpu_runs_train_evaluate_and_resume_exactly(tiny_config, tmp_pa
     assert all(v == v for v in (summary["reward_mean"], summary["kl_to_ref"]))  # finite, not NaN
 
 
-@pytest.mark.parametrize("saved, resumed", [("float32", "bfloat16"), ("bfloat16", "float32")])
+@pytest.mark.parametrize("saved, resumed", [("float32", "bfloat16"),
+                                             pytest.param("bfloat16", "float32", marks=pytest.mark.slow)])
 def test_a_checkpoint_saved_under_one_dtype_resumes_under_the_other(tmp_path, saved, resumed):
     run = tmp_path / "run"
     assert main(["train", "--task", "tiny", "--out", str(run), "--quiet", "--no-eval", "--steps", "4",

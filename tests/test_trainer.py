@@ -33,7 +33,8 @@ def _straight_and_split(tiny_config, tmp_path, *overrides, steps=4):
     return [((run / "metrics.jsonl").read_text(), _final_weights(run)) for run in (straight, split)]
 
 
-@pytest.mark.parametrize("overrides", [(), GROUPED, BATCH_SGD], ids=["rcfd", "rcfd-mean", "rcfd-batch-sgd"])
+@pytest.mark.parametrize("overrides", [(), pytest.param(GROUPED, marks=pytest.mark.slow), BATCH_SGD],
+                         ids=["rcfd", "rcfd-mean", "rcfd-batch-sgd"])
 def test_resume_continues_exactly(tiny_config, tmp_path, overrides):
     """Same metrics and final weights straight and resumed: the data order is a pure function of the step,
     the RNG, Adam's moments and SGD's momentum buffers live in the checkpoint."""
