@@ -23,14 +23,22 @@ def _records(path):
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+# Equal on the machine that stored them; tolerances for another CPU's float rounding (CI's CPU
+# differs). A distance between two reward samples (W1, a gap) is a difference of rewards of size ~6
+# and carries their rounding in absolute terms: 1e-4 in reward units there, still ~100x below any
+# change an edit of the algorithm makes.
+DIFFERENCE_OF_REWARDS = ("wasserstein", "gap")
+
+
 def _same(new, old, where):
     if isinstance(old, list):
         assert len(new) == len(old), where
         for i, (a, b) in enumerate(zip(new, old)):
             _same(a, b, f"{where}[{i}]")
     elif isinstance(old, float):
-        # equal on the machine that stored them; a tolerance for another CPU's float rounding
-        assert new == pytest.approx(old, rel=1e-4, abs=1e-5, nan_ok=True), where
+        key = str(where[-1]) if isinstance(where, tuple) else str(where)
+        absolute = 1e-4 if any(word in key for word in DIFFERENCE_OF_REWARDS) else 1e-5
+        assert new == pytest.approx(old, rel=1e-4, abs=absolute, nan_ok=True), where
     else:
         assert new == old, where
 
@@ -61,8 +69,13 @@ def test_each_objective_and_option_writes_what_it_wrote_before(tmp_path, stored)
     summary = json.loads((run / "summary.json").read_text())
     old_summary = json.loads((DATA / "stored" / stored / "summary.json").read_text())
     assert sorted(summary) == sorted(old_summary)
-    for key in set(old_summary) - TIMINGS:
-        _same(summary[key], old_summary[key], (stored, key))
+    mismatched = []  # every key, not the first, so a failure on another CPU says all it found
+    for key in sorted(set(old_summary) - TIMINGS):
+        try:
+            _same(summary[key], old_summary[key], (stored, key))
+        except AssertionError:
+            mismatched.append((key, summary[key], old_summary[key]))
+    assert not mismatched, mismatched
 
 
 def test_presets_resolve_to_the_values_they_had():
