@@ -12,7 +12,7 @@ from rcfd.cli import main
 from rcfd.config import load_config
 from rcfd.errors import RcfdError
 from rcfd.train.trainer import Trainer
-from rcfd_testing import ExplicitDevices, tiny_classifier
+from rcfd_testing import TINY, ExplicitDevices, tiny_classifier
 
 
 def _metrics(run):
@@ -136,3 +136,23 @@ def test_the_gpu_check_says_in_one_line_that_there_is_no_gpu():
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == ["gpu_check: no CUDA GPU here (torch.cuda.is_available() is false); "
                                                 "run it on a machine with one"]
+
+
+def test_bfloat16_demonstration_rewards_never_stand_in_for_float32_ones(tmp_path, monkeypatch):
+    """The demonstration-reward cache was keyed by reward and data only: a bfloat16 run's values were read
+    back by the next float32 run of the same task (CI's fresh clone ran test_devices before the stored runs)."""
+    from rcfd.config import load_config
+    from rcfd.rewards.demo_cache import demo_cache_path, demo_rewards
+    from rcfd.train.components import build_components
+
+    monkeypatch.setenv("RCFD_CACHE", str(tmp_path / "cache"))
+    got = {}
+    for dtype in ("bfloat16", "float32"):
+        c = build_components(load_config(TINY, [f"model.dtype={dtype}"]), progress=False, with_demo_rewards=False)
+        got[dtype] = (demo_cache_path(c.rewards, c.eval_ds, 16),
+                      demo_rewards(c.rewards, c.eval_ds, c.tokenizer, 16, progress=False))
+    assert got["bfloat16"][0] != got["float32"][0]
+    fresh = build_components(load_config(TINY), progress=False, with_demo_rewards=False)
+    (tmp_path / "cache").rename(tmp_path / "moved")  # nothing cached: computed again in float32
+    assert torch.equal(demo_rewards(fresh.rewards, fresh.eval_ds, fresh.tokenizer, 16, progress=False), got["float32"][1])
+    assert not torch.equal(got["bfloat16"][1], got["float32"][1])

@@ -23,22 +23,14 @@ def _records(path):
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-# Equal on the machine that stored them; tolerances for another CPU's float rounding (CI's CPU
-# differs). A distance between two reward samples (W1, a gap) is a difference of rewards of size ~6
-# and carries their rounding in absolute terms: 1e-4 in reward units there, still ~100x below any
-# change an edit of the algorithm makes.
-DIFFERENCE_OF_REWARDS = ("wasserstein", "gap")
-
-
 def _same(new, old, where):
     if isinstance(old, list):
         assert len(new) == len(old), where
         for i, (a, b) in enumerate(zip(new, old)):
             _same(a, b, f"{where}[{i}]")
     elif isinstance(old, float):
-        key = str(where[-1]) if isinstance(where, tuple) else str(where)
-        absolute = 1e-4 if any(word in key for word in DIFFERENCE_OF_REWARDS) else 1e-5
-        assert new == pytest.approx(old, rel=1e-4, abs=absolute, nan_ok=True), where
+        # equal on the machine that stored them; a tolerance for another CPU's float rounding
+        assert new == pytest.approx(old, rel=1e-4, abs=1e-5, nan_ok=True), where
     else:
         assert new == old, where
 

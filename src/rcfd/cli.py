@@ -48,6 +48,20 @@ def _task_args(p: argparse.ArgumentParser, what: str = "every run") -> None:
                    help=f"override a config field for {what} (repeatable)")
 
 
+def _engine_override(name: str) -> str:
+    from .registry import ENGINES
+
+    if name not in ENGINES:
+        raise argparse.ArgumentTypeError(f"choose one of {', '.join(ENGINES)}")
+    return f"train.engine={name}"
+
+
+def _engine_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--engine", dest="overrides", action="append", type=_engine_override, metavar="{rcfd,trl}",
+                   help="what trains: rcfd's own loop (default) or TRL's GRPOTrainer on the same config and run "
+                        "directory (train.engine; docs/how-to/trl-engine.md)")
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -84,6 +98,7 @@ def _add_train(sub) -> None:
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set objective.name=kl (repeatable)")
     t.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation at the end")
+    _engine_arg(t)
     _common(t)
 
 
@@ -117,6 +132,7 @@ def _add_demo(sub) -> None:
                         "many seeds pass each of the task's checks")
     d.add_argument("--steps", type=int, help="RL steps per run (default: from the task's config)")
     _task_args(d)
+    _engine_arg(d)
     d.add_argument("--runs", help=f"comma-separated runs among {_demo_runs()} (default: the task's: "
                                   f"{','.join(DEFAULT_RUNS)} on use cases 1 and 2; wiki-description: "
                                   f"quality, rcfd and the α sweep; other tasks: beta0,kl,rcfd)")
@@ -134,6 +150,7 @@ def _add_sweep(sub) -> None:
                               "Each --grid is its own family of runs.\n\n" + EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     _task_args(s)
+    _engine_arg(s)
     s.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
                    help="values to sweep, e.g. --grid beta=0,0.01,0.03,0.1,0.3 (repeatable)")
     s.add_argument("--with-rcfd", action="store_true", help="add one RCfD run with the same budget")

@@ -17,7 +17,7 @@ import yaml
 
 from .errors import RcfdError
 
-from .registry import (ADVANTAGES, BACKENDS, LOSS_TYPES, LR_SCHEDULERS, OPTIMIZERS, REWARDS, TARGETS,
+from .registry import (ADVANTAGES, BACKENDS, ENGINES, LOSS_TYPES, LR_SCHEDULERS, OPTIMIZERS, REWARDS, TARGETS,
                        TRACKERS)
 
 
@@ -212,12 +212,19 @@ class TrainConfig:
     """The RL loop: rollouts per step, the optimizer, the PPO update, evaluation during training, checkpoints."""
 
     GROUPS: typing.ClassVar[dict] = {
+        "Parameters that control the engine": ('engine',),
         "Parameters that control the rollouts": ('steps', 'batch_size', 'num_generations', 'micro_batch_size'),
         "Parameters that control the optimizer": ('learning_rate', 'lr_scheduler', 'warmup_steps', 'optimizer', 'momentum', 'adam_epsilon', 'weight_decay', 'max_grad_norm'),
         "Parameters that control the PPO update": ('advantage', 'num_minibatches', 'ppo_epochs', 'clip_eps', 'loss_type'),
         "Parameters that control evaluation during training and the kept step": ('eval_every', 'eval_prompts', 'load_best_model_at_end'),
         "Parameters that control reproducibility, checkpoints and logs": ('seed', 'threads', 'save_every', 'keep_checkpoints', 'sample_every', 'skip_nonfinite', 'report_to'),
     }
+
+    # Parameters that control the engine
+    engine: str = "rcfd"
+    """What trains the policy: 'rcfd' (its own loop, below) or 'trl' (TRL's GRPOTrainer on the same config,
+    rewards, targets and objective, writing the same run directory; docs/how-to/trl-engine.md). The TRL
+    engine runs objectives reward, kl, weighted, rcfd and rcfd-batch with train.num_generations >= 2."""
 
     # Parameters that control the rollouts
     steps: int = 40
@@ -546,6 +553,10 @@ def validate(c: Config) -> None:
     _require(c.eval.bins >= 2, f"eval.bins must be >= 2, got {c.eval.bins}")
     _require(c.eval.smoothing >= 0, f"eval.smoothing must be >= 0, got {c.eval.smoothing}")
     _at_least("eval", c.eval, ("long_tokens", "long_prompts", "batch_size", "samples_per_prompt"))
+    if c.train.engine == "trl":
+        from .train.trl_engine import check_trl_engine
+
+        check_trl_engine(c)
     if c.train.load_best_model_at_end:
         _require(c.train.eval_every > 0 and c.data.num_val > 0,
                  "train.load_best_model_at_end chooses among steps on validation prompts; set train.eval_every "
@@ -585,7 +596,7 @@ def _validate_train(t: TrainConfig) -> None:
     _require((t.batch_size // t.num_minibatches) % k == 0,
              f"train.num_generations ({k}) must divide the minibatch (train.batch_size {t.batch_size} / "
              f"train.num_minibatches {t.num_minibatches}) so minibatches hold whole groups; change one of them")
-    for registry, value in ((ADVANTAGES, t.advantage), (LOSS_TYPES, t.loss_type), (LR_SCHEDULERS, t.lr_scheduler),
+    for registry, value in ((ENGINES, t.engine), (ADVANTAGES, t.advantage), (LOSS_TYPES, t.loss_type), (LR_SCHEDULERS, t.lr_scheduler),
                             (OPTIMIZERS, t.optimizer), *((TRACKERS, name) for name in t.report_to)):
         registry.check(value)
     _require(t.advantage == "whiten" or k >= 2,

@@ -17,7 +17,7 @@ STANDARD_KNOBS = {
     "model.lora_dropout", "data.split_seed", "data.chosen_column", "data.rejected_column",
     "reward.sentiment_model", "reward.embedding_model", "objective.target_model",
     "generation.temperature", "generation.top_p", "generation.backend", "generation.vllm_gpu_memory_utilization",
-    "train.warmup_steps", "train.optimizer", "train.momentum", "train.adam_epsilon", "train.weight_decay",
+    "train.engine", "train.warmup_steps", "train.optimizer", "train.momentum", "train.adam_epsilon", "train.weight_decay",
     "train.max_grad_norm", "train.ppo_epochs", "train.clip_eps", "train.loss_type", "train.eval_prompts",
     "train.seed", "train.threads", "train.keep_checkpoints", "train.sample_every", "train.skip_nonfinite",
     "train.report_to", "eval.bins", "eval.smoothing",

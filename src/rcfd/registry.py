@@ -50,6 +50,11 @@ REWARDS = Registry("reward", "reward.names", {
     "reward-model": "a reward model's scalar head on prompt + completion (`reward.reward_model`)",
 }, extra="a callable `module:function` with TRL's reward signature")
 
+ENGINES = Registry("engine", "train.engine", {
+    "rcfd": "rcfd's own loop (rcfd.train.trainer): CPU fast paths, every objective and option",
+    "trl": "TRL's GRPOTrainer on the same config and run directory (GPU: its vLLM, DeepSpeed, FSDP)",
+})
+
 ADVANTAGES = Registry("estimator", "train.advantage", {
     "whiten": "the paper's: (obj − batch mean) / batch std",
     "rloo": "leave-one-out: obj_i − mean of the prompt's other completions",
@@ -90,4 +95,4 @@ TRACKERS = Registry("tracker", "train.report_to", {
     "wandb": "Weights & Biases, project 'rcfd' (`pip install wandb`)",
 })
 
-ALL = (REWARDS, ADVANTAGES, LOSS_TYPES, LR_SCHEDULERS, OPTIMIZERS, TARGETS, BACKENDS, TRACKERS)
+ALL = (REWARDS, ENGINES, ADVANTAGES, LOSS_TYPES, LR_SCHEDULERS, OPTIMIZERS, TARGETS, BACKENDS, TRACKERS)

@@ -1,7 +1,9 @@
 """Demonstration rewards R(x, y_d), computed once and cached on disk.
 
-The key combines the reward stack's identity, a content fingerprint of the pairs and the
-truncation length, so any change to the reward, the model or the data invalidates it.
+The key combines the reward stack's identity, a content fingerprint of the pairs, the truncation
+length and, where the scorers' models do not compute in float32 on the CPU, their dtypes and device
+kinds (bfloat16 or GPU numbers are other numbers), so any change to the reward, the model, its
+precision or the data invalidates it.
 """
 
 from __future__ import annotations
@@ -18,8 +20,28 @@ from ..train.logprobs import decode_completions, encode_pairs
 from ..paths import cache_dir
 
 
+def numerics(rewards) -> str:
+    """The dtypes and device kinds of the models the rewards hold (attributes up to two levels down)."""
+    found = set()
+
+    def visit(obj, depth: int) -> None:
+        if isinstance(obj, torch.nn.Module):
+            found.update(f"{p.dtype}@{p.device.type}" for p in obj.parameters())
+        elif depth < 2 and hasattr(obj, "__dict__"):
+            for value in vars(obj).values():
+                visit(value, depth + 1)
+
+    for reward in getattr(rewards, "rewards", [rewards]):
+        visit(reward, 0)
+    return ",".join(sorted(found))
+
+
 def demo_cache_path(rewards, dataset, max_tokens: int) -> Path:
-    key = hashlib.sha256(f"{rewards.identity()}|{fingerprint(dataset)}|{max_tokens}".encode()).hexdigest()[:24]
+    text = f"{rewards.identity()}|{fingerprint(dataset)}|{max_tokens}"
+    where = numerics(rewards)
+    if where not in ("", "torch.float32@cpu"):  # float32 on the CPU keeps the key caches were written under
+        text += f"|{where}"
+    key = hashlib.sha256(text.encode()).hexdigest()[:24]
     return cache_dir() / "demo_rewards" / f"{key}.pt"
 
 

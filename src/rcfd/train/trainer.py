@@ -228,28 +228,9 @@ class Trainer:
 
     def record(self, b: ScoredBatch, values: torch.Tensor, stats: dict) -> dict:
         """The step's metrics over the whole batch (every process)."""
-        P = self.procs
-        rewards, logratio = P.gather(b.rewards), P.gather(b.logratio)
-        lengths = P.gather(b.rollout.lengths().float().cpu())
-        record = {
-            N.STEP: self.step_idx + 1,
-            N.OBJECTIVE: float(P.gather(values).mean()),
-            N.REWARD: float(rewards[:, 0].mean()),
-            N.REWARD_STD: float(rewards[:, 0].std(unbiased=False)),
-            N.KL: float(logratio.mean()),
-            N.BETA: self.objective.beta(self.step_idx),
-            N.LEARNING_RATE: self.optimizer.param_groups[0]["lr"],
-            N.MEAN_LENGTH: float(lengths.mean()),
-            N.DISTINCT_2: M.distinct_n(P.gather_objects(b.rollout.completion_tokens()), 2),
-            N.SKIPPED: self.skipped,
-            **stats,
-        }
-        targets = P.gather(b.targets) if b.targets is not None else None
-        for k, name in enumerate(self.rewards.names):
-            record[N.reward_mean(name)] = float(rewards[:, k].mean())
-            if targets is not None:
-                record[N.reward_demo_mean(name)] = float(targets[:, k].mean())
-        return record
+        return {**step_record(self.procs, self.step_idx + 1, b, values, self.objective.beta(self.step_idx),
+                              self.rewards.names),
+                N.LEARNING_RATE: self.optimizer.param_groups[0]["lr"], N.SKIPPED: self.skipped, **stats}
 
     # ------------------------------------------------------------------ the loop
     def train(self, steps: int | None = None) -> dict:
@@ -324,8 +305,27 @@ class Trainer:
                                    progress=self.progress)
 
 
+def step_record(procs, step: int, b: ScoredBatch, values: torch.Tensor, beta: float, names) -> dict:
+    """An RL step's batch metrics over every process (the update's own are added by the caller)."""
+    rewards, logratio = procs.gather(b.rewards), procs.gather(b.logratio)
+    lengths = procs.gather(b.rollout.lengths().float().cpu())
+    record = {N.STEP: step, N.OBJECTIVE: float(procs.gather(values).mean()), N.REWARD: float(rewards[:, 0].mean()),
+              N.REWARD_STD: float(rewards[:, 0].std(unbiased=False)), N.KL: float(logratio.mean()), N.BETA: beta,
+              N.MEAN_LENGTH: float(lengths.mean()),
+              N.DISTINCT_2: M.distinct_n(procs.gather_objects(b.rollout.completion_tokens()), 2)}
+    targets = procs.gather(b.targets) if b.targets is not None else None
+    for k, name in enumerate(names):
+        record[N.reward_mean(name)] = float(rewards[:, k].mean())
+        if targets is not None:
+            record[N.reward_demo_mean(name)] = float(targets[:, k].mean())
+    return record
+
+
 def run_training(config: Config, out_dir, *, resume: bool = False, progress: bool = True, evaluate_after: bool = True):
     """Train (or resume) a run, export it and write ``summary.json``; return (trainer, summary)."""
+    if config.train.engine == "trl":  # the same run directory, trained by TRL's GRPOTrainer
+        from .trl_engine import run_trl_training
+        return run_trl_training(config, out_dir, resume=resume, progress=progress, evaluate_after=evaluate_after)
     t0 = time.perf_counter()
     trainer = Trainer(config, out_dir, resume=resume, progress=progress)
     trainer.train()
