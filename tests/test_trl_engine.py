@@ -111,3 +111,12 @@ def test_two_processes_train_a_trl_run(tmp_path):
     records = _records(out)
     assert [r["step"] for r in records] == [1, 2, 3, 4]  # written once, by the main process
     assert (out / "final" / "adapter_config.json").exists()
+
+
+def test_the_trl_script_example_runs_with_the_monitor(tmp_path):
+    example = Path(__file__).resolve().parent.parent / "examples" / "trl_grpo_rcfd.py"
+    proc = subprocess.run([sys.executable, str(example), "--model", "tiny-llama", "--steps", "2", "--monitor-every", "2",
+                           "--out", str(tmp_path / "trl")], env=dict(os.environ, OMP_NUM_THREADS="1"),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("demo std, alignment") == 2  # before the first step and after the second
