@@ -8,6 +8,7 @@ from rcfd_testing import TINY
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
+os.environ["RCFD_TRUST_CODE"] = "1"  # the suite's own reward modules (tests/helpers); refusals delenv it
 os.environ.setdefault("RCFD_CACHE", str(Path(__file__).resolve().parent.parent / ".cache" / "test-rcfd"))
 
 

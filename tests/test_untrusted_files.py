@@ -65,3 +65,32 @@ def test_files_a_run_writes_follow_the_umask(tmp_path):
                  run / "checkpoints" / "step-000002" / "state.json"]:
         assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
     assert stat.S_IMODE((run / "checkpoints" / "step-000002").stat().st_mode) == 0o755
+
+
+def test_a_classifier_directory_is_read_as_data_and_an_old_pickle_is_refused(tmp_path, some_reviews):
+    from rcfd.errors import RcfdError
+    from rcfd.rewards.sentiment import SentimentReward, train_sentiment_classifier
+
+    train_sentiment_classifier(tmp_path / "clf", list(some_reviews["text"]), list(some_reviews["label"]))
+    assert sorted(p.name for p in (tmp_path / "clf").iterdir()) == ["meta.json", "vocabulary.json", "weights.safetensors"]
+    old, marker = tmp_path / "old", tmp_path / "ran-code"
+    old.mkdir()
+    (old / "meta.json").write_text("{}")
+    import pickle
+
+    (old / "model.joblib").write_bytes(pickle.dumps(_Payload(marker)))
+    with pytest.raises(RcfdError, match="a pickle, which rcfd no longer loads"):
+        SentimentReward(old)
+    assert not marker.exists()
+
+
+def test_a_config_naming_python_code_runs_it_only_with_trust_code(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("RCFD_TRUST_CODE")
+    reward = ["--set", "reward.names=[reward_fixtures:word_count]", "--set", "objective.name=reward", "--steps", "1"]
+    assert _train(tmp_path / "refused", *reward) == 2
+    err = capsys.readouterr().err.strip()
+    assert "pass --trust-code" in err and len(err.splitlines()) == 1
+    assert _train(tmp_path / "trusted", *reward, "--trust-code") == 0
+    monkeypatch.delenv("RCFD_TRUST_CODE")  # --trust-code set it for this process
+    assert main(["eval", str(tmp_path / "trusted"), "--quiet"]) == 2  # a copied run's config is no different
+    assert "pass --trust-code" in capsys.readouterr().err

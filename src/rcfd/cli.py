@@ -63,6 +63,9 @@ def _engine_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trust-code", action="store_true",
+                   help="let the config name Python code to import and run (reward.names: module:function); "
+                        "off by default, since a config or run directory may come from someone else")
     p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -243,7 +246,7 @@ def _add_model_commands(sub) -> None:
     rmt.add_argument("--label-column", default="label", help="column with 0/1 labels, 1 = positive (default: label)")
     rmt.add_argument("--test-fraction", type=float, default=0.2, help="held-out share (default: 0.2)")
     rmt.add_argument("--seed", type=int, default=0, help="split and solver seed (default: 0)")
-    rmt.add_argument("--out", type=Path, required=True, help="directory to write model.joblib and meta.json")
+    rmt.add_argument("--out", type=Path, required=True, help="directory to write the classifier (vocabulary.json, weights.safetensors, meta.json)")
     _common(rmt)
 
     tm = sub.add_parser("target-model", help="predict demonstration rewards from prompts (RCfD without a "
@@ -506,6 +509,10 @@ def cli_reference() -> str:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_libraries()
+    if getattr(args, "trust_code", False):  # the environment carries it to `accelerate launch`'s processes
+        from .rewards.callable import TRUST_ENV
+
+        os.environ[TRUST_ENV] = "1"
     handlers = {"train": cmd_train, "eval": cmd_eval, "demo": cmd_demo, "sweep": cmd_sweep, "report": cmd_report,
                 "tasks": cmd_tasks, "config": cmd_config, "serve": cmd_serve, "reward-model": cmd_reward_model, "target-model": cmd_target_model, "sft": cmd_baseline, "dpo": cmd_baseline}
     try:

