@@ -113,6 +113,7 @@ def test_two_processes_train_a_trl_run(tmp_path):
     assert (out / "final" / "adapter_config.json").exists()
 
 
+@pytest.mark.slow  # ~30 s: a subprocess with TRL
 def test_the_trl_script_example_runs_with_the_monitor(tmp_path):
     example = Path(__file__).resolve().parent.parent / "examples" / "trl_grpo_rcfd.py"
     proc = subprocess.run([sys.executable, str(example), "--model", "tiny-llama", "--steps", "2", "--monitor-every", "2",

@@ -554,7 +554,7 @@ def validate(c: Config) -> None:
     _require(c.eval.smoothing >= 0, f"eval.smoothing must be >= 0, got {c.eval.smoothing}")
     _at_least("eval", c.eval, ("long_tokens", "long_prompts", "batch_size", "samples_per_prompt"))
     if c.train.engine == "trl":
-        from .train.trl_engine import check_trl_engine
+        from .train.engines import check_trl_engine
 
         check_trl_engine(c)
     if c.train.load_best_model_at_end:

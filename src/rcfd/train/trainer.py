@@ -27,7 +27,6 @@ from tqdm.auto import tqdm
 from ..config import Config
 from ..errors import NonFiniteError
 from ..eval import metric_names as N
-from ..eval import metrics as M
 from ..eval.evaluate import evaluate_components
 from ..files import append_jsonl, save_torch
 from ..models import describe
@@ -44,6 +43,7 @@ from .objectives import ScoredBatch, build_objective
 from .rollout import generate_in_parts
 from .rundir import DEMO_REWARDS, METRICS, SAMPLES, RunDir
 from .schedule import build_optimizer, lr_factor, step_rows, whole_groups
+from .step_metrics import step_record
 
 
 class Trainer:
@@ -303,22 +303,6 @@ class Trainer:
         the reference."""
         return evaluate_components(self.components, self.config, base=base, dataset=dataset, demo_values=demo_eval,
                                    progress=self.progress)
-
-
-def step_record(procs, step: int, b: ScoredBatch, values: torch.Tensor, beta: float, names) -> dict:
-    """An RL step's batch metrics over every process (the update's own are added by the caller)."""
-    rewards, logratio = procs.gather(b.rewards), procs.gather(b.logratio)
-    lengths = procs.gather(b.rollout.lengths().float().cpu())
-    record = {N.STEP: step, N.OBJECTIVE: float(procs.gather(values).mean()), N.REWARD: float(rewards[:, 0].mean()),
-              N.REWARD_STD: float(rewards[:, 0].std(unbiased=False)), N.KL: float(logratio.mean()), N.BETA: beta,
-              N.MEAN_LENGTH: float(lengths.mean()),
-              N.DISTINCT_2: M.distinct_n(procs.gather_objects(b.rollout.completion_tokens()), 2)}
-    targets = procs.gather(b.targets) if b.targets is not None else None
-    for k, name in enumerate(names):
-        record[N.reward_mean(name)] = float(rewards[:, k].mean())
-        if targets is not None:
-            record[N.reward_demo_mean(name)] = float(targets[:, k].mean())
-    return record
 
 
 def run_training(config: Config, out_dir, *, resume: bool = False, progress: bool = True, evaluate_after: bool = True):

@@ -32,44 +32,13 @@ from ..models import describe
 from ..rewards.base import check_finite
 from .distributed import Processes
 from .logprobs import Rollout, reference_logprobs, token_logprobs
-from .objectives import KL, RCfD, RCfDBatch, Reward, ScoredBatch, Weighted, build_objective
+from .objectives import KL, ScoredBatch, build_objective
 from .rollout import decode_completions
-from .trainer import step_record
+from .step_metrics import step_record
+from .engines import check_trl_engine
 from .rundir import RunDir
 
-ENGINE_OBJECTIVES = (Reward.name, KL.name, Weighted.name, RCfD.name, RCfDBatch.name)
 TRL_DIR = "trl"  # RUN/trl/checkpoint-N: TRL's checkpoints
-
-
-def check_trl_engine(config) -> None:
-    """One line naming the field for what GRPOTrainer cannot run as rcfd means it."""
-    t, o, g = config.train, config.objective, config.generation
-    fix = "or set train.engine=rcfd"
-    checks = [
-        (o.name in ENGINE_OBJECTIVES, f"train.engine=trl runs objective.name in {', '.join(ENGINE_OBJECTIVES)}, "
-                                      f"got '{o.name}'; choose one of them {fix}"),
-        (t.num_generations >= 2, "train.engine=trl runs GRPO, whose baseline is the prompt's other completions: "
-                                 f"set train.num_generations >= 2 (got {t.num_generations}) {fix}"),
-        (t.advantage in ("rloo", "group"), f"train.engine=trl estimates advantages with GRPO's group baseline: set "
-                                           f"train.advantage=rloo or group (got '{t.advantage}') {fix}"),
-        (o.name != KL.name or o.beta_end in (None, o.beta), "train.engine=trl keeps TRL's β fixed: drop "
-                                                          f"objective.beta_end (got {o.beta_end}) {fix}"),
-        (t.optimizer in ("adam", "adamw"), f"train.engine=trl trains with AdamW: set train.optimizer=adamw "
-                                           f"(got '{t.optimizer}') {fix}"),
-        (t.optimizer == "adamw" or t.weight_decay == 0, "train.optimizer=adam has no weight decay: set "
-                                                         "train.weight_decay=0 or train.optimizer=adamw"),
-        (not t.eval_every and not t.load_best_model_at_end,
-         "train.engine=trl evaluates at the end only: set train.eval_every=0 and train.load_best_model_at_end=false "
-         "(rcfd.integrations.trl.CalibrationMonitor watches a TRL run on held-out prompts) " + fix),
-        (not t.skip_nonfinite, f"train.engine=trl stops on a non-finite reward: set train.skip_nonfinite=false {fix}"),
-        (not g.stop_at_newline, "train.engine=trl ends completions at EOS only (TRL masks after its EOS): set "
-                                f"generation.stop_at_newline=false {fix}"),
-        (g.backend == "transformers", "train.engine=trl samples with TRL's own generation: set "
-                                      "generation.backend=transformers (TRL's vLLM is GRPOConfig's use_vllm) " + fix),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise RcfdError(message)
 
 
 def grpo_config(config, out: Path, world: int, use_cpu: bool):
