@@ -71,7 +71,7 @@ def test_a_trl_run_is_deterministic_and_resumes_to_the_same_numbers(trl_run, tmp
     ("train.advantage=whiten", "set train.advantage=rloo or group"),
     ("train.num_generations=1", "set train.num_generations >= 2"),
     ("objective.name=rcfd-mean", "train.engine=trl runs objective.name in"),
-    ("train.eval_every=2", "set train.eval_every=0"),
+    ("train.load_best_model_at_end=true", "set train.load_best_model_at_end=false"),
     ("generation.stop_at_newline=true", "set generation.stop_at_newline=false"),
 ])
 def test_what_grpo_cannot_run_as_rcfd_means_it_is_one_line(tmp_path, capsys, override, message):
@@ -80,6 +80,16 @@ def test_what_grpo_cannot_run_as_rcfd_means_it_is_one_line(tmp_path, capsys, ove
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not (tmp_path / "run").exists()
+
+
+def test_eval_every_logs_the_eval_metrics_rcfds_loop_logs(tmp_path):
+    run = tmp_path / "eval-every"
+    extra = ["--set", "train.eval_every=2", "--set", "train.eval_prompts=4", "--steps", "2", "--no-eval"]
+    assert main(["train", "--task", "tiny", "--engine", "trl", "--out", str(run), *TRL, *extra]) == 0
+    own = tmp_path / "own"
+    assert main(["train", "--task", "tiny", "--out", str(own), *TRL, *extra]) == 0
+    assert sorted(_records(run)[-1]) == sorted(_records(own)[-1])
+    assert "eval/reward_z" in _records(run)[-1] and "eval/reward_z" not in _records(run)[0]
 
 
 def test_the_trl_engines_reward_names_every_device(tmp_path):

@@ -26,9 +26,8 @@ def check_trl_engine(config) -> None:
                                            f"(got '{t.optimizer}') {fix}"),
         (t.optimizer == "adamw" or t.weight_decay == 0, "train.optimizer=adam has no weight decay: set "
                                                          "train.weight_decay=0 or train.optimizer=adamw"),
-        (not t.eval_every and not t.load_best_model_at_end,
-         "train.engine=trl evaluates at the end only: set train.eval_every=0 and train.load_best_model_at_end=false "
-         "(rcfd.integrations.trl.CalibrationMonitor watches a TRL run on held-out prompts) " + fix),
+        (not t.load_best_model_at_end, "train.engine=trl keeps the last step's weights: set "
+                                       f"train.load_best_model_at_end=false {fix}"),
         (not t.skip_nonfinite, f"train.engine=trl stops on a non-finite reward: set train.skip_nonfinite=false {fix}"),
         (not g.stop_at_newline, "train.engine=trl ends completions at EOS only (TRL masks after its EOS): set "
                                 f"generation.stop_at_newline=false {fix}"),

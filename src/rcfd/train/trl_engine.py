@@ -128,8 +128,11 @@ def run_log_callback(run: RunDir, reward: ObjectiveReward, config, procs: Proces
     from tqdm.auto import tqdm
     from transformers import TrainerCallback
 
+    from .best_step import CalibrationProbe
+
     per_step = config.train.num_minibatches * config.train.ppo_epochs
-    every = config.train.sample_every
+    every, eval_every = config.train.sample_every, config.train.eval_every
+    probe = CalibrationProbe(reward.c, config)  # train.eval_every: the eval/… metrics rcfd's loop logs
 
     class RunLog(TrainerCallback):
         def __init__(self):
@@ -152,6 +155,8 @@ def run_log_callback(run: RunDir, reward: ObjectiveReward, config, procs: Proces
                       N.SKIPPED: 0, N.LOSS: self.mean("loss"), N.CLIP_RATIO: self.mean("clip_ratio/region_mean"),
                       N.GRAD_NORM: self.mean("grad_norm")}
             self.logs = []
+            if eval_every and (record[N.STEP] % eval_every == 0 or record[N.STEP] == config.train.steps):
+                record.update(probe(reward.c.policy))
             append_jsonl(run.metrics_path, record)
             self.bar.set_postfix(reward=f"{record[N.REWARD]:.3f}", kl=f"{record[N.KL]:.2f}",
                                  len=f"{record[N.MEAN_LENGTH]:.0f}")
