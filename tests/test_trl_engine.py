@@ -131,3 +131,13 @@ def test_the_trl_script_example_runs_with_the_monitor(tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("demo std, alignment") == 2  # before the first step and after the second
+
+
+def test_rcfd_demo_runs_its_runs_through_the_trl_engine(tmp_path):
+    out = tmp_path / "demo"
+    args = ["demo", "--task", "tiny", "--engine", "trl", "--runs", "beta0,rcfd", "--steps", "1", "--out", str(out),
+            *TRL]
+    assert main(args) == 0
+    runs = json.loads((out / "sweep.json").read_text())["runs"]
+    assert sorted(runs) == ["beta0", "rcfd"] and all((out / name / "trl").is_dir() for name in runs)
+    assert all(runs[name]["config"]["train"]["engine"] == "trl" and "alignment" in runs[name]["metrics"] for name in runs)

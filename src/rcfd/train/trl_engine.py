@@ -172,11 +172,20 @@ def run_log_callback(run: RunDir, reward: ObjectiveReward, config, procs: Proces
 
 
 class TrlRun:
-    """What :func:`run_trl_training` returns in the trainer's place: the processes, the policy, TRL's trainer."""
+    """What :func:`run_trl_training` returns in the trainer's place: the processes, the trained
+    components, TRL's trainer, and :meth:`evaluate` as rcfd's Trainer has it."""
 
-    def __init__(self, procs, policy, trainer, lock):
-        self.procs, self.policy, self.trl_trainer = procs, policy, trainer
+    def __init__(self, procs, components, config, trainer, lock):
+        self.procs, self.components, self.config, self.trl_trainer = procs, components, config, trainer
+        self.policy = components.policy
         self._lock = lock  # RUN/.lock, held while this object lives
+
+    def evaluate(self, base: bool = False, demo_eval=None, dataset=None) -> dict:
+        """Held-out metrics of the policy or, with ``base``, the reference (rcfd's Trainer.evaluate)."""
+        from ..eval.evaluate import evaluate_components
+
+        return evaluate_components(self.components, self.config, base=base, dataset=dataset, demo_values=demo_eval,
+                                   progress=False)
 
 
 def _resume_point(run: RunDir, config) -> tuple[str | None, int]:
@@ -201,7 +210,6 @@ def run_trl_training(config, out_dir, *, resume: bool = False, progress: bool = 
         from trl import GRPOTrainer
     except ImportError:
         raise RcfdError("train.engine=trl needs TRL: pip install 'trl>=1.0'") from None
-    from ..eval.evaluate import evaluate_components
     from .components import build_components
     from .device import resolve_device
 
@@ -227,7 +235,7 @@ def run_trl_training(config, out_dir, *, resume: bool = False, progress: bool = 
     trainer.add_callback(run_log_callback(run, reward, config, procs, progress))
     trainer.train(resume_from_checkpoint=checkpoint)
     components.policy = trainer.accelerator.unwrap_model(trainer.model)
-    result = TrlRun(procs, components.policy, trainer, lock)
+    result = TrlRun(procs, components, config, trainer, lock)
     if not procs.is_main:
         procs.wait()
         return result, {}
@@ -235,7 +243,7 @@ def run_trl_training(config, out_dir, *, resume: bool = False, progress: bool = 
     summary = {"objective": config.objective.name, "steps": config.train.steps,
                "train_seconds": time.perf_counter() - t0, **describe(components.policy)}
     if evaluate_after:
-        summary.update(evaluate_components(components, config, progress=progress))
+        summary.update(result.evaluate())
         summary["wall_seconds"] = time.perf_counter() - t0
     summary["processes"] = procs.world
     run.write_summary(summary)
