@@ -141,3 +141,15 @@ def test_rcfd_demo_runs_its_runs_through_the_trl_engine(tmp_path):
     runs = json.loads((out / "sweep.json").read_text())["runs"]
     assert sorted(runs) == ["beta0", "rcfd"] and all((out / name / "trl").is_dir() for name in runs)
     assert all(runs[name]["config"]["train"]["engine"] == "trl" and "alignment" in runs[name]["metrics"] for name in runs)
+
+
+@pytest.mark.slow  # ~25 s: two short runs in a subprocess
+def test_the_engine_benchmark_writes_both_engines_and_their_ratio(tmp_path):
+    bench = Path(__file__).resolve().parent.parent / "bench" / "engine_bench.py"
+    proc = subprocess.run([sys.executable, str(bench), "--task", "tiny", "--steps", "2", "--out", str(tmp_path),
+                           "--set", "train.num_generations=4", "--set", "train.advantage=rloo"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "engine-tiny.json").read_text())
+    assert set(result["engines"]) == {"rcfd", "trl"} and result["trl_over_rcfd"] > 0
+    assert len(result["engines"]["trl"]["steps"]) == 2
