@@ -90,7 +90,18 @@ def test_a_config_naming_python_code_runs_it_only_with_trust_code(tmp_path, caps
     assert _train(tmp_path / "refused", *reward) == 2
     err = capsys.readouterr().err.strip()
     assert "pass --trust-code" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "refused").exists()  # refused by validation, before any model loads
     assert _train(tmp_path / "trusted", *reward, "--trust-code") == 0
     monkeypatch.delenv("RCFD_TRUST_CODE")  # --trust-code set it for this process
     assert main(["eval", str(tmp_path / "trusted"), "--quiet"]) == 2  # a copied run's config is no different
     assert "pass --trust-code" in capsys.readouterr().err
+
+
+def test_the_how_tos_custom_reward_imports_from_the_working_directory(tmp_path, monkeypatch):
+    """docs/how-to/own-data-and-rewards.md: my_rewards.py beside the user, `rcfd train ... --trust-code`."""
+    (tmp_path / "my_rewards_howto.py").write_text(
+        "def politeness(prompts, completions, **kwargs):\n    return [float(c.count('please')) for c in completions]\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.path", [p for p in __import__("sys").path if p not in ("", str(tmp_path))])
+    assert _train(tmp_path / "polite", "--steps", "1", "--set", "reward.names=[my_rewards_howto:politeness]",
+                  "--set", "objective.name=reward", "--trust-code") == 0

@@ -569,6 +569,10 @@ def _validate_rewards(c: Config) -> None:
     for name in columns:
         if ":" not in name:
             REWARDS.check(name)
+        else:  # before any model loads: a refused config costs no time
+            from .rewards.callable import require_trust
+
+            require_trust(name)
     _require(len(set(columns)) == len(columns),
              f"reward.names and reward.calibrate_also name a reward twice ({columns}); list each reward once")
     unknown = [name for name in c.objective.per_sample if name not in columns]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 
 import torch
 
@@ -24,6 +25,15 @@ def code_trusted() -> bool:
     return os.environ.get(TRUST_ENV) == "1"
 
 
+def require_trust(spec: str, trust_code: bool | None = None) -> None:
+    """One line naming the entry and the flag, unless the user allowed code."""
+    if not (code_trusted() if trust_code is None else trust_code):
+        module_name = spec.partition(":")[0]
+        raise RcfdError(f"reward '{spec}' imports the Python module '{module_name}' and runs its code; rcfd "
+                        f"does that only when told to: pass --trust-code (or set {TRUST_ENV}=1) if you trust "
+                        f"where this config came from")
+
+
 class CallableReward:
 
     def __init__(self, fn, name: str):
@@ -33,10 +43,9 @@ class CallableReward:
     @classmethod
     def from_spec(cls, spec: str, trust_code: bool | None = None) -> "CallableReward":
         module_name, _, attr = spec.partition(":")
-        if not (code_trusted() if trust_code is None else trust_code):
-            raise RcfdError(f"reward '{spec}' imports the Python module '{module_name}' and runs its code; rcfd "
-                            f"does that only when told to: pass --trust-code (or set {TRUST_ENV}=1) if you trust "
-                            f"where this config came from")
+        require_trust(spec, trust_code)
+        if os.getcwd() not in sys.path:  # `rcfd` is a console script: python's own `-m` would look here too
+            sys.path.insert(0, os.getcwd())
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
