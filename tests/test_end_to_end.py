@@ -234,3 +234,16 @@ def test_two_trainers_of_one_directory_are_refused(tmp_path, tiny_config):
     with pytest.raises(RcfdError, match="another process is writing to"):
         Trainer(tiny_config("train.steps=2"), tmp_path / "run", resume=True, progress=False)
     first.train()
+
+
+def test_resume_of_a_finished_or_missing_run_says_so_in_one_line(tmp_path, capsys):
+    run = tmp_path / "done"
+    assert main(["train", "--task", "tiny", "--out", str(run), "--steps", "1", "--no-eval", "--quiet"]) == 0
+    before = (run / "summary.json").read_bytes()
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is a finished run of 1 steps" in err and len(err.splitlines()) == 1
+    assert (run / "summary.json").read_bytes() == before  # nothing re-evaluated or rewritten
+    assert main(["train", "--resume", str(tmp_path / "nowhere"), "--quiet"]) == 2
+    assert "no run directory" in capsys.readouterr().err

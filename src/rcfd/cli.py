@@ -316,7 +316,12 @@ def cmd_train(args) -> int:
 
     if args.resume is not None:
         run = args.resume
+        if not run.is_dir():
+            raise RcfdError(f"no run directory '{run}' to resume; give the --out of an earlier `rcfd train`")
         config = RunDir(run).read_config(_overrides(args))
+        if RunDir(run).is_finished() and RunDir(run).read_summary().get("steps", 0) >= config.train.steps:
+            raise RcfdError(f"'{run}' is a finished run of {config.train.steps} steps; evaluate it again with "
+                            f"`rcfd eval {run}`, train it further with --set train.steps=N, or start a new --out")
         out, resume = run, True
     else:
         if args.out is None:
