@@ -81,10 +81,10 @@ def _kill_and_resume(tmp_path, capsys, trials: int, checkpoint_kills: int, seed:
 
 
 def test_sigkill_at_random_moments_then_resume(tmp_path, capsys):
-    _kill_and_resume(tmp_path, capsys, trials=6, checkpoint_kills=2, seed=1234)
+    _kill_and_resume(tmp_path, capsys, trials=4, checkpoint_kills=2, seed=1234)
 
 
-@pytest.mark.slow  # ~200 s: ten kills; the default suite runs six
+@pytest.mark.slow  # ~200 s: ten kills; the default suite runs four
 def test_sigkill_ten_times_then_resume(tmp_path, capsys):
     _kill_and_resume(tmp_path, capsys, trials=TRIALS, checkpoint_kills=3, seed=4321)
 
