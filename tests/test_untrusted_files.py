@@ -105,3 +105,30 @@ def test_the_how_tos_custom_reward_imports_from_the_working_directory(tmp_path, 
     monkeypatch.setattr("sys.path", [p for p in __import__("sys").path if p not in ("", str(tmp_path))])
     assert _train(tmp_path / "polite", "--steps", "1", "--set", "reward.names=[my_rewards_howto:politeness]",
                   "--set", "objective.name=reward", "--trust-code") == 0
+
+
+def test_a_corrupt_checkpoint_is_said_aloud_and_all_corrupt_is_an_error(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert _train(run, "--steps", "4", "--set", "train.save_every=2") == 0
+    (run / "summary.json").unlink()
+    (run / "final").rename(tmp_path / "final")
+    newest, older = run / "checkpoints" / "step-000004", run / "checkpoints" / "step-000002"
+
+    def flip(checkpoint):
+        weights = checkpoint / "trainable.safetensors"
+        data = bytearray(weights.read_bytes())
+        data[-1] ^= 0xFF  # one flipped byte
+        weights.write_bytes(bytes(data))
+
+    flip(newest)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--quiet", "--no-eval"]) == 0
+    err = capsys.readouterr().err
+    assert "checkpoint step-000004 fails its checksums" in err and "using step-000002" in err
+    (run / "summary.json").unlink()
+    flip(newest)  # the resumed run wrote step-000004 again: corrupt both
+    flip(older)
+    assert main(["train", "--resume", str(run), "--quiet", "--no-eval"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "every checkpoint" in err and len(err.splitlines()) == 1
+    assert (run / "metrics.jsonl").exists()  # the logs are kept, not restarted from step 0

@@ -127,10 +127,20 @@ def list_checkpoints(root: Path) -> list[Path]:
 
 
 def latest_checkpoint(root: Path) -> Path | None:
-    """Newest checkpoint whose manifest verifies (incomplete or corrupt ones are skipped)."""
-    for path in reversed(list_checkpoints(root)):
+    """Newest checkpoint whose manifest verifies; each one skipped is said in one line on stderr, and
+    where every one fails, nothing is silently restarted: a one-line error."""
+    saved = list_checkpoints(root)
+    skipped = []
+    for path in reversed(saved):
         if is_complete(path):
+            if skipped:
+                print(f"rcfd: warning: checkpoint {', '.join(skipped)} fails its checksums (corrupt or edited); "
+                      f"using {path.name}", file=sys.stderr)
             return path
+        skipped.append(path.name)
+    if saved:
+        raise RcfdError(f"every checkpoint in '{root}' fails its checksums ({', '.join(skipped)}): nothing to resume "
+                        f"or load; restore a copy of the run or start a new --out")
     return None
 
 
