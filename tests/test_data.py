@@ -140,3 +140,33 @@ def test_tldr_hub_path_on_local_jsonl(tmp_path, tiny_tokenizer):
 def _data(task, tokenizer, *overrides):
     cfg = load_config(get_task(task).config_path, ["data.num_train=40", "data.num_eval=8", *overrides]).data
     return build_datasets(cfg, tokenizer)
+
+
+@pytest.mark.parametrize("content, suffix, message", [
+    ("", ".jsonl", "holds no rows"),
+    ("prompt,demonstration\n", ".csv", "holds no rows"),
+    ("prompt,demonstration\nHello,world\nA,b\n", ".csv", "at least 2 are needed: give 10 or more"),
+])
+def test_too_little_data_is_one_line_naming_the_field(tmp_path, tiny_tokenizer, content, suffix, message):
+    from rcfd.config import DataConfig
+    from rcfd.data import build_datasets
+    from rcfd.errors import RcfdError
+
+    path = tmp_path / f"pairs{suffix}"
+    path.write_text(content)
+    with pytest.raises(RcfdError, match=message):
+        build_datasets(DataConfig(source=str(path)), tiny_tokenizer)
+
+
+def test_a_capped_held_out_split_is_said_once(tmp_path, tiny_tokenizer, capsys):
+    from rcfd.config import DataConfig
+    from rcfd.data import build_datasets
+
+    path = tmp_path / "forty.jsonl"
+    path.write_text("".join(json.dumps({"prompt": f"Prompt {i} is", "demonstration": f" answer {i}."}) + "\n"
+                            for i in range(40)))
+    for _ in range(2):
+        train, held_out = build_datasets(DataConfig(source=str(path), num_eval=128), tiny_tokenizer)
+    assert len(held_out) == 8 and len(train) == 32
+    err = capsys.readouterr().err
+    assert err.count("the held-out split keeps a fifth, 8 (data.num_eval=128)") == 1

@@ -80,7 +80,8 @@ class DataConfig:
     num_train: int = 2000
     """Maximum number of training pairs."""
     num_eval: int = 128
-    """Number of held-out pairs for evaluation."""
+    """Number of held-out pairs for evaluation; at most a fifth of the pairs that have a demonstration (a
+    note says so when that caps it; fewer than 10 such pairs is an error)."""
     num_val: int = 0
     """Validation pairs, outside both the training and the evaluation split (the next ones after the
     training split): with them, train.eval_every evaluates these instead of the evaluation's prompts, and

@@ -109,6 +109,9 @@ def load_table(source: str, split: str = "train", field: str = "data.source"):
             if builder is None:
                 raise RcfdError(f"{field} '{source}' has an unsupported extension; use one of "
                                 f"{', '.join(FILE_BUILDERS)} or a dataset directory")
+            if path.suffix.lower() != ".parquet" and _has_no_rows(path):
+                raise RcfdError(f"{field} '{source}' holds no rows (empty, or a header alone); add "
+                                f"prompt/demonstration rows")
             return datasets.load_dataset(builder, data_files=str(path), split="train")
         if path.is_dir() and (path / "state.json").exists():  # Dataset.save_to_disk
             return datasets.load_from_disk(str(path))
@@ -125,6 +128,16 @@ def load_table(source: str, split: str = "train", field: str = "data.source"):
     except Exception as exc:  # datasets raises many types; the user needs the source and the reason
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise RcfdError(f"could not load {field} '{source}' ({first}); check the path or hub id") from None
+
+
+_NOTED: set = set()  # sources whose capped held-out split was already said
+
+
+def _has_no_rows(path: Path) -> bool:
+    """An empty text file, or a CSV with its header line alone."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        lines = [line for _, line in zip(range(3), (line for line in f if line.strip()))]
+    return len(lines) <= (1 if path.suffix.lower() == ".csv" else 0)
 
 
 def _filter_label(raw, cfg):
@@ -235,7 +248,17 @@ def _ordered_pairs(cfg, tokenizer) -> tuple[list[dict], list[int], int]:
     # Held-out prompts must have a demonstration: those rows first (a stable sort keeps the random order
     # within each part, so with every row complete this is the plain random order).
     order = sorted(_split_order(len(rows), cfg.split_seed), key=lambda i: not _has_demo(rows[i]))
-    return rows, order, min(cfg.num_eval, max(1, with_demo // 5))
+    n_eval = min(cfg.num_eval, with_demo // 5)  # at most a fifth held out, so most pairs still train
+    if n_eval < 2:
+        raise RcfdError(f"data.source '{cfg.source}' has {with_demo} pairs with a demonstration; a fifth of them is "
+                        f"held out for evaluation and at least 2 are needed: give 10 or more")
+    if n_eval < cfg.num_eval and cfg.source not in _NOTED:  # once per process: the data is built several times
+        import sys
+
+        _NOTED.add(cfg.source)
+        print(f"rcfd: note: data.source '{cfg.source}' has {with_demo} pairs with a demonstration; the held-out "
+              f"split keeps a fifth, {n_eval} (data.num_eval={cfg.num_eval})", file=sys.stderr)
+    return rows, order, n_eval
 
 
 _COLUMNS = ("prompt", "demonstration", "long_demonstration")
