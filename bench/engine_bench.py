@@ -22,13 +22,15 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def cpu_name() -> str:
+    """The CPU's name with its family and model (a name alone, e.g. "AMD EPYC", spans generations)."""
     try:
+        fields = {}
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+        return f"{fields['model name']} (CPU family {fields['cpu family']}, model {fields['model']})"
+    except (OSError, KeyError):
+        return platform.processor() or "unknown CPU"
 
 
 def seconds_per_step(task: str, engine: str, steps: int, threads: int, work: Path, overrides=()) -> dict:
@@ -60,13 +62,20 @@ def main(argv=None) -> int:
         found = {engine: seconds_per_step(args.task, engine, args.steps, args.threads, Path(tmp), args.overrides)
                  for engine in ("rcfd", "trl")}
     ratio = found["trl"]["median_step_s"] / found["rcfd"]["median_step_s"]
-    result = {"task": args.task, "steps": args.steps, "threads": args.threads, "cpu": cpu_name(),
+    import subprocess
+    import sys
+
+    command = " ".join(["python bench/engine_bench.py", *(sys.argv[1:] if argv is None else argv)])
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=Path(__file__).parent).stdout.strip() or "unknown"
+    result = {"command": command, "commit": commit, "task": args.task, "steps": args.steps, "threads": args.threads, "cpu": cpu_name(),
               "torch": torch.__version__, "trl": trl.__version__, "engines": found, "trl_over_rcfd": ratio}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"engine-{args.task}.json").write_text(json.dumps(result, indent=2) + "\n")
     md = [f"# Engines on {args.task}: seconds per RL step", "",
           f"{result['cpu']}, {args.threads} thread(s), torch {result['torch']}, TRL {result['trl']}, "
           f"{args.steps} steps each, one after the other in one process (median after the first step).", "",
+          f"Command: `{command}` at commit {commit}.", "",
           "| engine | median s/step | every step |", "|---|---|---|"]
     md += [f"| {engine} | {found[engine]['median_step_s']:.2f} | {found[engine]['steps']} |" for engine in found]
     md += ["", f"`--engine trl` / rcfd's own loop: **{ratio:.2f}×**", ""]
