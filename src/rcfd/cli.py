@@ -320,8 +320,10 @@ def cmd_train(args) -> int:
             raise RcfdError(f"no run directory '{run}' to resume; give the --out of an earlier `rcfd train`")
         config = RunDir(run).read_config(_overrides(args))
         if RunDir(run).is_finished() and RunDir(run).read_summary().get("steps", 0) >= config.train.steps:
-            raise RcfdError(f"'{run}' is a finished run of {config.train.steps} steps; evaluate it again with "
-                            f"`rcfd eval {run}`, train it further with --set train.steps=N, or start a new --out")
+            # nothing to do, and nothing rewritten (a script resuming after a kill that came at the end ends here)
+            print(f"rcfd: '{run}' is a finished run of {config.train.steps} steps: nothing to resume; evaluate it "
+                  f"again with `rcfd eval {run}` or train it further with --set train.steps=N", file=sys.stderr)
+            return 0
         out, resume = run, True
     else:
         if args.out is None:
