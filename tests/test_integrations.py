@@ -136,3 +136,30 @@ def test_two_real_grpo_steps_with_rcfd_reward(tiny_path, tiny_tokenizer, tmp_pat
     assert len(logged) == 2
     assert all(h["rewards/rcfd/mean"] <= 0 for h in logged)  # −(R − R_demo)² is never positive
     assert json.dumps(logged)  # plain numbers
+
+
+def test_an_edited_callable_reward_never_reads_the_demonstration_rewards_cached_for_its_old_code(tmp_path, monkeypatch):
+    """A reward edited from len/10 to len/5 must not calibrate to its old demonstration rewards (the cache
+    key names the code, not only module.function)."""
+    import importlib
+    import sys
+
+    from rcfd.rewards.callable import CallableReward
+
+    module = tmp_path / "edited_reward.py"
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cache = tmp_path / "demo.jsonl"
+    prompts, completions, demos = ["p"], ["a" * 10], ["b" * 40]
+
+    def score():
+        sys.modules.pop("edited_reward", None)
+        importlib.invalidate_caches()
+        reward = CallableReward.from_spec("edited_reward:brevity", trust_code=True)
+        return RCfDReward(reward, cache_file=cache).demo_rewards(prompts, demos).item(), reward.identity()
+
+    module.write_text("def brevity(prompts, completions, **kw):\n    return [len(c) / 10 for c in completions]\n")
+    first, key_before = score()
+    module.write_text("def brevity(prompts, completions, **kw):\n    return [len(c) / 5 for c in completions]\n")
+    second, key_after = score()
+    assert (first, second) == (4.0, 8.0) and key_before != key_after
+    assert score()[1] == key_after  # the same code keeps its key (the cache still serves it)

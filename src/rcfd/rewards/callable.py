@@ -8,7 +8,10 @@ line, ``RCFD_TRUST_CODE=1`` in the environment or ``trust_code=True`` (transform
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import importlib
+import inspect
 import os
 import sys
 
@@ -57,10 +60,29 @@ class CallableReward:
         return cls(fn, attr)
 
     def identity(self) -> str:
-        return f"callable:{getattr(self.fn, '__module__', '?')}.{getattr(self.fn, '__qualname__', self.name)}"
+        """Its name and a fingerprint of its code, so cached demonstration rewards go stale when it is edited."""
+        fn = self.fn
+        return (f"callable:{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', self.name)}"
+                f"@{code_fingerprint(fn)}")
 
     def __call__(self, prompts, completions, **kwargs) -> torch.Tensor:
         return torch.as_tensor(self.fn(prompts, completions, **kwargs), dtype=torch.float32, device="cpu")
+
+
+def code_fingerprint(fn) -> str:
+    """A hash of the source file defining ``fn`` (its helpers and constants included), else of its code
+    object; a callable with neither (a builtin, a C extension) is keyed by its name alone."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    target = fn if inspect.isfunction(fn) or inspect.ismethod(fn) or inspect.isclass(fn) else type(fn)
+    try:
+        text = open(inspect.getsourcefile(target), "rb").read()
+    except (TypeError, OSError):
+        code = getattr(inspect.unwrap(fn), "__code__", None)
+        if code is None:
+            return "opaque"
+        text = code.co_code + repr(code.co_consts).encode() + repr(code.co_names).encode()
+    return hashlib.sha256(text).hexdigest()[:16]
 
 
 def as_reward(r, owner: str):
