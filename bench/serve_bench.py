@@ -1,10 +1,12 @@
-"""Latency and throughput of ``rcfd serve`` under concurrent OpenRLHF-shaped clients.
+"""Latency, throughput and memory of ``rcfd serve`` under concurrent OpenRLHF-shaped clients.
 
 Starts ``rcfd serve`` on loopback (by default the wiki-continuation task: loglik under the packaged
-SmolLM2-135M), warms it up, then C clients each send N requests of R rows (prompt + a fixed response,
-the demonstration as label) one after another. Prints and writes (``--out``) p50/p99 latency per
-request, requests and rows per second, and the machine, into bench/results/serve-TASK.json and
-serve-TASK.md. Run: ``.venv/bin/python bench/serve_bench.py [--task tiny]``.
+SmolLM2-135M) and warms it up. Then two phases on the same server: C clients each send N requests of R
+short rows (prompt + a fixed response, the demonstration as label) one after another; then the same C
+clients beside L clients whose rows are ``--long-tokens`` tokens long. Prints and writes p50/p99
+latency of short and long requests, requests and rows per second, the server's peak memory, the
+command, commit and CPU into bench/results/serve-TASK.json and serve-TASK.md.
+Run: ``.venv/bin/python bench/serve_bench.py [--task tiny]``.
 """
 
 from __future__ import annotations
@@ -41,10 +43,31 @@ def cpu_model() -> str:
     return f"{fields.get('model name', '?')} (CPU family {fields.get('cpu family', '?')}, model {fields.get('model', '?')})"
 
 
+def memory_mb(pid: int) -> tuple[float, float]:
+    """(resident, peak resident) MB of a process, from /proc (0, 0 where there is none)."""
+    fields = {}
+    try:
+        for line in open(f"/proc/{pid}/status"):
+            key, _, value = line.partition(":")
+            fields[key] = value.split()[0] if value.split() else "0"
+    except OSError:
+        return 0.0, 0.0
+    return int(fields.get("VmRSS", 0)) / 1024, int(fields.get("VmHWM", 0)) / 1024
+
+
+def percentile(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--task", default="wiki-continuation")
-    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--clients", type=int, default=8, help="clients sending short rows")
+    ap.add_argument("--long-clients", type=int, default=2,
+                    help="clients sending rows of --long-tokens tokens, in the mixed phase (default: 2)")
+    ap.add_argument("--long-tokens", type=int, default=1000, help="tokens of a long row (default: 1000, "
+                                                                   "under the server's --max-row-tokens 1024)")
     ap.add_argument("--requests", type=int, default=50, help="per client")
     ap.add_argument("--rows", type=int, default=4, help="rollouts per request")
     ap.add_argument("--out", help="JSON file for the figures, a .md table next to it "
@@ -58,14 +81,57 @@ def main() -> None:
     from rcfd.tasks import get_task
 
     config = load_config(get_task(args.task).config_path)
-    train, _ = build_datasets(config.data, load_tokenizer(resolve_model_path(config.model.name)))
+    tokenizer = load_tokenizer(resolve_model_path(config.model.name))
+    train, _ = build_datasets(config.data, tokenizer)
     pairs = list(zip(train["prompt"][:64], train["demonstration"][:64]))
+    filler = " ".join(d for _, d in pairs)
+    while len(tokenizer(filler, add_special_tokens=False)["input_ids"]) < args.long_tokens:
+        filler += " " + filler
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen([sys.executable, "-m", "rcfd", "serve", "--task", args.task, "--port", str(port), "--quiet"],
                             env=dict(os.environ, HF_HUB_OFFLINE="1"))
     url = f"http://127.0.0.1:{port}"
+
+    def body(i: int, long: bool = False) -> dict:
+        rows = [pairs[(i * args.rows + j) % len(pairs)] for j in range(args.rows)]
+        responses = []
+        for p, _ in rows:
+            if long:  # prompt + response of exactly --long-tokens tokens
+                room = args.long_tokens - len(tokenizer(p, add_special_tokens=False)["input_ids"])
+                responses.append(tokenizer.decode(tokenizer(" " + filler, add_special_tokens=False)["input_ids"][:room]))
+            else:
+                responses.append(" and then it was over.")
+        return {"query": [p + r for (p, _), r in zip(rows, responses)], "prompts": [p for p, _ in rows],
+                "labels": [d for _, d in rows]}
+
+    def phase(long_clients: int) -> dict:
+        def client(c: int) -> tuple[bool, list[float]]:
+            long = c >= args.clients
+            bodies = [body(c * args.requests + j, long) for j in range(args.requests)]
+            times = []
+            for b in bodies:
+                t0 = time.perf_counter()
+                post(url + "/get_reward", b)
+                times.append(time.perf_counter() - t0)
+            return long, times
+
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(args.clients + long_clients) as pool:
+            results = list(pool.map(client, range(args.clients + long_clients)))
+        wall = time.perf_counter() - t0
+        short = [t for long, ts in results if not long for t in ts]
+        longs = [t for long, ts in results if long for t in ts]
+        rss, peak = memory_mb(proc.pid)
+        n = len(short) + len(longs)
+        return {"long_clients": long_clients, "requests": n, "wall_s": wall, "requests_per_s": n / wall,
+                "rows_per_s": n * args.rows / wall,
+                "short_p50_ms": 1000 * statistics.median(short), "short_p99_ms": 1000 * percentile(short, 0.99),
+                "long_p50_ms": 1000 * statistics.median(longs) if longs else None,
+                "long_p99_ms": 1000 * percentile(longs, 0.99) if longs else None,
+                "server_rss_mb": rss, "server_peak_rss_mb": peak}
+
     try:
         for _ in range(600):
             try:
@@ -73,49 +139,48 @@ def main() -> None:
                 break
             except OSError:
                 time.sleep(0.5)
-
-        def body(i: int) -> dict:
-            rows = [pairs[(i * args.rows + j) % len(pairs)] for j in range(args.rows)]
-            return {"query": [p + " and then it was over." for p, _ in rows], "prompts": [p for p, _ in rows],
-                    "labels": [d for _, d in rows]}
-
         for i in range(len(pairs) // args.rows):  # warm-up: every demonstration's reward gets cached
             post(url + "/get_reward", body(i))
-
-        def client(c: int) -> list[float]:
-            times = []
-            for j in range(args.requests):
-                t0 = time.perf_counter()
-                post(url + "/get_reward", body(c * args.requests + j))
-                times.append(time.perf_counter() - t0)
-            return times
-
-        t0 = time.perf_counter()
-        with ThreadPoolExecutor(args.clients) as pool:
-            latencies = sorted(t for ts in pool.map(client, range(args.clients)) for t in ts)
-        wall = time.perf_counter() - t0
+        started_mb = memory_mb(proc.pid)[0]
+        phases = [phase(0), phase(args.long_clients)]  # side by side on one server: short only, then mixed
     finally:
         proc.terminate()
         proc.wait(timeout=60)
-    n = len(latencies)
-    result = {
-        "task": args.task, "clients": args.clients, "requests": n, "rows_per_request": args.rows,
-        "p50_ms": 1000 * statistics.median(latencies), "p99_ms": 1000 * latencies[min(n - 1, int(0.99 * n))],
-        "requests_per_s": n / wall, "rows_per_s": n * args.rows / wall, "wall_s": wall,
-        "cpu": cpu_model(), "cores": os.cpu_count(), "rewards": health["rewards"], "note": args.note,
-    }
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=Path(__file__).parent).stdout.strip() or "?"
+    command = (f".venv/bin/python bench/serve_bench.py --task {args.task} --clients {args.clients} "
+               f"--long-clients {args.long_clients} --long-tokens {args.long_tokens} --requests {args.requests} "
+               f"--rows {args.rows}")
+    result = {"task": args.task, "command": command, "commit": commit, "clients": args.clients,
+              "rows_per_request": args.rows, "long_tokens": args.long_tokens, "phases": phases,
+              "server_rss_after_warmup_mb": started_mb, "health": health, "cpu": cpu_model(),
+              "cores": os.cpu_count(), "note": args.note}
     print(json.dumps(result, indent=2))
     out = Path(args.out or Path(__file__).parent / "results" / f"serve-{args.task}.json")
     out.write_text(json.dumps(result, indent=2) + "\n")
+
+    def ms(v):
+        return "–" if v is None else f"{v:.0f} ms"
+
+    def label(p):
+        return f"{args.clients} short" + (f" + {p['long_clients']} long" if p["long_clients"] else "")
+
+    rows = "".join(
+        f"| {label(p)} × {args.requests} | "
+        f"{ms(p['short_p50_ms'])} | {ms(p['short_p99_ms'])} | {ms(p['long_p50_ms'])} | {ms(p['long_p99_ms'])} | "
+        f"{p['requests_per_s']:.1f} | {p['rows_per_s']:.1f} | {p['server_peak_rss_mb']:.0f} MB |\n" for p in phases)
     out.with_suffix(".md").write_text(
         "# rcfd serve under concurrent clients\n\n"
-        f"`.venv/bin/python bench/serve_bench.py --task {args.task} --clients {args.clients} "
-        f"--requests {args.requests} --rows {args.rows}` on {result['cpu']} ({result['cores']} cores).\n\n"
-        "| clients × requests | rows/request | p50 latency | p99 latency | requests/s | rows/s |\n|---|---|---|---|---|---|\n"
-        f"| {args.clients} × {args.requests} | {args.rows} | {result['p50_ms']:.0f} ms | {result['p99_ms']:.0f} ms | "
-        f"{result['requests_per_s']:.1f} | {result['rows_per_s']:.1f} |\n\n"
-        f"Rewards: the {args.task} preset's ({', '.join(health['rewards'])}; model {config.model.name}); "
-        f"demonstration rewards cached by a warm-up pass; every request answered. {args.note}\n")
+        f"`{command}` at commit {commit} on {result['cpu']} ({result['cores']} cores).\n\n"
+        f"Each client sends {args.requests} requests of {args.rows} rows one after another; a short row is its "
+        f"prompt + \" and then it was over.\", a long row is {args.long_tokens} tokens (the server's "
+        f"--max-row-tokens is {health['max_row_tokens']}, --max-batch-tokens {health['max_batch_tokens']}). "
+        "Both phases run on one server, one after the other.\n\n"
+        "| clients × requests | short p50 | short p99 | long p50 | long p99 | requests/s | rows/s | server peak RSS |\n"
+        "|---|---|---|---|---|---|---|---|\n" + rows +
+        f"\nRewards: the {args.task} preset's ({', '.join(health['rewards'])}; model {config.model.name}); "
+        f"demonstration rewards cached by a warm-up pass (server RSS after it: {started_mb:.0f} MB); every request "
+        f"answered. {args.note}\n")
 
 
 if __name__ == "__main__":

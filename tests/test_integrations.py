@@ -149,7 +149,7 @@ def test_an_edited_callable_reward_never_reads_the_demonstration_rewards_cached_
     module = tmp_path / "edited_reward.py"
     monkeypatch.syspath_prepend(str(tmp_path))
     cache = tmp_path / "demo.jsonl"
-    prompts, completions, demos = ["p"], ["a" * 10], ["b" * 40]
+    prompts, demos = ["p"], ["b" * 40]
 
     def score():
         sys.modules.pop("edited_reward", None)

@@ -22,7 +22,7 @@ EXAMPLES = """examples:
   rcfd tasks                                      # list the task presets
   rcfd sft --out runs/sft                         # baseline: fine-tune on the demonstrations
   rcfd dpo --task tldr --out runs/dpo             # baseline: DPO on preference pairs (needs internet)
-  rcfd serve --task wiki-continuation --port 5000 # RCfD rewards for OpenRLHF's --remote_rm_url
+  rcfd serve --task wiki-continuation --port 5000 # RCfD rewards for OpenRLHF's --reward.remote_url
   rcfd target-model train --task positive-reviews --set data.demo_fraction=0.25 --out runs/target
 """
 
@@ -211,24 +211,44 @@ def _add_baselines_and_serve(sub) -> None:
         b.add_argument("--seed", type=int, help="override train.seed")
         _common(b)
 
-    sv = sub.add_parser("serve", help="serve RCfD rewards over HTTP (OpenRLHF's --remote_rm_url protocol)",
+    sv = sub.add_parser("serve", help="serve RCfD rewards over HTTP (OpenRLHF's remote reward protocol)",
                         description="Load the base rewards of a task or config (reward.names) and answer POST "
                                     "/get_reward with RCfD rewards: body {\"query\": [prompt + response], "
                                     "\"prompts\": [...], \"labels\": [demonstration or its reward]}, answer "
-                                    "{\"rewards\": [...]}. Concurrent requests are scored in one batch; GET "
-                                    "/health reports status. Ctrl-C stops. Needs pip install 'rcfd[serve]'.")
+                                    "{\"rewards\": [...], \"scores\": [...], \"extra_logs\": {...}}. Point OpenRLHF "
+                                    "at it with --reward.remote_url http://HOST:PORT/get_reward (v0.10.2 and "
+                                    "later; --remote_rm_url before). Concurrent requests are scored together, "
+                                    "fairly and within a token budget; GET /health reports status. Ctrl-C or "
+                                    "SIGTERM stops. Needs pip install 'rcfd[serve]'. docs/how-to/openrlhf.md "
+                                    "has the details.")
     _task_args(sv, "the rewards")
-    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, loopback only)")
+    sv.add_argument("--host", default="127.0.0.1",
+                    help="address to listen on (default: 127.0.0.1, loopback only; another address without "
+                         "--secret-env lets anyone who reaches the port use the server)")
     sv.add_argument("--port", type=int, default=5000, help="port (default: 5000)")
     sv.add_argument("--labels", choices=("text", "reward"), default="text",
                     help="what each label holds: the demonstration's text (default; its rewards are computed once "
                          "and cached) or its precomputed reward (a number, or a list of one per reward)")
     sv.add_argument("--cache-file", type=Path, help="JSON-lines file keeping demonstration rewards across restarts")
+    sv.add_argument("--secret-env", metavar="NAME",
+                    help="require the shared secret held by environment variable NAME on /get_reward (header "
+                         "'Authorization: Bearer <secret>', or ?secret=<secret> in the URL for clients that send "
+                         "no headers, such as OpenRLHF)")
     sv.add_argument("--max-body-mb", type=float, default=16, help="largest request body accepted (default: 16 MB)")
+    sv.add_argument("--max-row-tokens", type=int, default=1024,
+                    help="longest prompt + response (or prompt + demonstration) accepted, in tokens; longer rows "
+                         "get a 413 (default: 1024)")
+    sv.add_argument("--max-batch-tokens", type=int, default=8192,
+                    help="tokens scored in one call across concurrent requests, which bounds any request's wait "
+                         "and the memory (default: 8192)")
     sv.add_argument("--max-batch-rows", type=int, default=256,
-                    help="rows of concurrent requests scored together (default: 256)")
+                    help="rows of concurrent requests scored in one call (default: 256)")
     sv.add_argument("--batch-wait-ms", type=float, default=5.0,
-                    help="how long a request waits for others to share its batch (default: 5 ms)")
+                    help="how long a request waits for others to share its call (default: 5 ms)")
+    sv.add_argument("--request-timeout", type=float, default=30.0,
+                    help="seconds a client has to send a request's body (default: 30)")
+    sv.add_argument("--header-timeout", type=float, default=10.0,
+                    help="seconds a connection may stay open without sending a request's headers (default: 10)")
     _common(sv)
 
 
@@ -473,11 +493,25 @@ def cmd_baseline(args) -> int:
 
 def cmd_serve(args) -> int:
     from .config import load_config
-    from .integrations.serve import serve
+    from .integrations.serve_app import serve
 
+    secret = None
+    if args.secret_env is not None:
+        secret = os.environ.get(args.secret_env, "")
+        if not secret:
+            raise RcfdError(f"--secret-env {args.secret_env}: the environment variable is unset or empty; "
+                            f"export {args.secret_env}=<a long random string> first")
+    for name in ("max_row_tokens", "max_batch_tokens", "max_batch_rows"):
+        if getattr(args, name) < 1:
+            raise RcfdError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    for name in ("max_body_mb", "request_timeout", "header_timeout"):
+        if not getattr(args, name) > 0:
+            raise RcfdError(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
     config = load_config(_task_config(args), args.overrides)
     serve(config, host=args.host, port=args.port, labels=args.labels, cache_file=args.cache_file,
-          max_body_mb=args.max_body_mb, max_batch_rows=args.max_batch_rows, batch_wait_ms=args.batch_wait_ms,
+          max_body_mb=args.max_body_mb, max_row_tokens=args.max_row_tokens, max_batch_tokens=args.max_batch_tokens,
+          max_batch_rows=args.max_batch_rows, batch_wait_ms=args.batch_wait_ms,
+          request_timeout_s=args.request_timeout, header_timeout_s=args.header_timeout, secret=secret,
           progress=not args.quiet)
     return 0
 

@@ -1,40 +1,41 @@
-"""``rcfd serve``: RCfD rewards over HTTP, in OpenRLHF's remote reward-model protocol.
+"""``rcfd serve``'s reward service: requests in OpenRLHF's remote reward-model protocol parsed, checked
+and scored, without HTTP (the HTTP side is :mod:`rcfd.integrations.serve_app`).
 
-OpenRLHF (``--remote_rm_url http://HOST:PORT/get_reward``) posts, per batch of rollouts, the JSON body
-``{"query": [prompt + response, ...], "prompts": [prompt, ...], "labels": [label, ...]}`` and reads
-the list under ``"rewards"`` of the JSON answer (``openrlhf/utils/remote_rm_utils.py``:
-``remote_rm_fn`` / ``request_api_wrapper``, ``score_key="rewards"``; the ``labels`` are the dataset's
-``--label_key`` column). This service answers ``{"rewards": [...], "scores": [...]}`` (the same
-values twice: newer OpenRLHF versions read ``scores`` too) with
+OpenRLHF posts ``{"query": [prompt + response, ...], "prompts": [prompt, ...], "labels": [label, ...]}``
+(``openrlhf/utils/agent.py`` ``_fetch_rewards_via_http`` since v0.10.2, one rollout per request;
+``openrlhf/utils/remote_rm_utils.py`` before, one batch per request) and reads ``"rewards"`` (``"scores"``
+too, for dynamic filtering, and ``"extra_logs"``, logged per rollout). The answer is
 
-    R_RCfD = −(R(x, y) − R(x, y_demo))²   (K rewards: each calibrated term whitened over the request, summed)
+    R_RCfD = −(R(x, y) − R(x, y_demo))²                       (one reward: the paper's)
+    R_RCfD = −Σ_k ((R_k(x, y) − R_k(x, y_demo)) / σ_k)²       (K rewards; σ_k their demonstrations' std)
 
-computed by :class:`rcfd.integrations.trl.RCfDReward`, so a request gets exactly what the Python reward
-function returns for the same rows. The response y is the query with its prompt cut off; the label is
-the human demonstration (``--labels text``, its rewards computed once and cached) or its precomputed
-reward (``--labels reward``: a number, or a list of K numbers).
+The paper whitens the K calibrated terms over the batch, which is undefined for OpenRLHF's one-row
+requests and makes a row's reward depend on its company; the server measures each term in the training
+demonstrations' reward std instead (``σ``, computed at start-up and shown by ``GET /health``), so a
+row gets the same reward alone or in any batch. The response y is the query with its prompt cut off;
+the label is the human demonstration (``--labels text``) or its precomputed reward (``--labels reward``).
 
-Concurrent requests are merged into one scoring batch (up to ``max_batch_rows`` rows, waiting at most
-``batch_wait_ms`` for company) and scored off the event loop, so the server keeps accepting while a
-batch is scored. Every bad request gets a 4xx (a 5xx if the reward itself fails) with one line under
-``"error"``, and the server keeps serving. ``GET /health`` says whether it is up and what it serves.
+Every row is checked before it is scored (valid Unicode, a non-empty prompt and demonstration, at most
+``max_row_tokens`` tokens), so a bad row fails its own request only, with a 4xx and one line.
 """
 
-import asyncio
+from __future__ import annotations
+
+import copy
 import json
 import math
-import time
 from dataclasses import dataclass
 
 import torch
 
 from ..config import reward_columns
 from ..errors import RcfdError
-from ..train.objectives import rcfd
 from ..rewards.base import check_finite
 
 PATH = "/get_reward"
 FIELDS = ("query", "prompts", "labels")
+CHARS_PER_TOKEN = 64  # no tokenizer's token spells more: longer rows are refused without tokenizing them
+CHUNK_TOKENS = 2048  # padded tokens per scoring call: rows of similar length share one
 
 
 class BadRequest(Exception):
@@ -45,33 +46,45 @@ class BadRequest(Exception):
 
 @dataclass
 class Rows:
-    """One request's rows: prompts, responses, and demonstrations (text) or their rewards [N, K]."""
+    """One request's rows: prompts, responses, demonstrations (text) or their rewards [N, K], and the
+    token count of each row's prompt + response (and of its demonstration)."""
     prompts: list[str]
     responses: list[str]
     demonstrations: list[str] | None
     demo_rewards: torch.Tensor | None
+    tokens: list[int]
+    demo_tokens: list[int] | None = None
 
 
 class RewardService:
-    """Parsing and scoring, without HTTP (what the endpoint and its tests share)."""
+    """Parsing and scoring of requests (what the HTTP endpoint and the tests share)."""
 
-    def __init__(self, reward, labels: str = "text", max_rows: int = 4096):
+    def __init__(self, reward, labels: str = "text", tokenizer=None, max_rows: int = 4096,
+                 max_row_tokens: int = 1024):
         if labels not in ("text", "reward"):
             raise RcfdError(f"--labels must be 'text' (the demonstration) or 'reward' (its reward), got '{labels}'")
+        if max_row_tokens < 1:
+            raise RcfdError(f"--max-row-tokens must be >= 1, got {max_row_tokens}")
         self.reward = reward  # an RCfDReward
         self.labels = labels
+        # Its own copy: requests are parsed on one thread while the rewards tokenize on another, and a
+        # fast tokenizer used by two threads at once fails ("Already borrowed").
+        self.tokenizer = None if tokenizer is None else copy.deepcopy(tokenizer)
         self.max_rows = max_rows
+        self.max_row_tokens = max_row_tokens
         self.requests = 0
 
     @property
     def reward_names(self) -> list[str]:
         return self.reward.stack.names
 
+    # ------------------------------------------------------------------ parsing
     def parse(self, body: bytes) -> Rows:
         try:
             data = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise BadRequest(400, f"the body is not valid JSON ({exc})") from None
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            what = "nested too deeply" if isinstance(exc, RecursionError) else f"not valid JSON ({exc})"
+            raise BadRequest(400, f"the body is {what}") from None
         if not isinstance(data, dict):
             raise BadRequest(400, 'the body must be a JSON object {"query": [...], "prompts": [...], "labels": [...]}')
         missing = [f for f in FIELDS if f not in data]
@@ -86,19 +99,44 @@ class RewardService:
                                   f"(got {n}, {len(data['prompts'])}, {len(data['labels'])})")
         if n > self.max_rows:
             raise BadRequest(413, f"{n} rows in one request; send at most {self.max_rows} (split the batch)")
-        responses = []
+        prompts, responses = [], []
         for i, (q, p) in enumerate(zip(data["query"], data["prompts"])):
-            if not isinstance(q, str) or not isinstance(p, str):
-                raise BadRequest(422, f"row {i}: query and prompt must be strings")
+            _check_text(q, i, "query")
+            _check_text(p, i, "prompt")
+            if not p:
+                raise BadRequest(422, f"row {i}: the prompt is empty; send the prompt the response answers")
             if not q.startswith(p):
                 raise BadRequest(422, f"row {i}: the query does not start with its prompt; send query = prompt + response")
+            prompts.append(p)
             responses.append(q[len(p):])
-        if self.labels == "text":
-            if not all(isinstance(label, str) for label in data["labels"]):
+        tokens = self._count_tokens(data["query"], "prompt + response")
+        if self.labels == "reward":
+            return Rows(prompts, responses, None, self._demo_rewards(data["labels"]), tokens)
+        for i, label in enumerate(data["labels"]):
+            if not isinstance(label, str):
                 raise BadRequest(422, "labels must be the demonstrations' texts (strings); for precomputed "
                                       "demonstration rewards start the server with --labels reward")
-            return Rows(list(data["prompts"]), responses, list(data["labels"]), None)
-        return Rows(list(data["prompts"]), responses, None, self._demo_rewards(data["labels"]))
+            _check_text(label, i, "label")
+            if not label.strip():
+                raise BadRequest(422, f"row {i}: the demonstration (label) is empty; RCfD calibrates to it")
+        demo_tokens = self._count_tokens([p + d for p, d in zip(prompts, data["labels"])], "prompt + demonstration")
+        return Rows(prompts, responses, list(data["labels"]), None, tokens, demo_tokens)
+
+    def _count_tokens(self, texts: list[str], what: str) -> list[int]:
+        limit = self.max_row_tokens
+        for i, text in enumerate(texts):
+            if len(text) > limit * CHARS_PER_TOKEN:
+                raise BadRequest(413, f"row {i}: {what} of {len(text)} characters is over --max-row-tokens {limit}; "
+                                      f"truncate the rollout or restart the server with a larger limit")
+        if self.tokenizer is None:
+            counts = [len(t) for t in texts]  # no tokenizer (a reward without a model): characters
+        else:
+            counts = [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
+        for i, count in enumerate(counts):
+            if count > limit:
+                raise BadRequest(413, f"row {i}: {what} of {count} tokens is over --max-row-tokens {limit}; "
+                                      f"truncate the rollout or restart the server with a larger limit")
+        return counts
 
     def _demo_rewards(self, labels) -> torch.Tensor:
         k = len(self.reward_names)
@@ -106,8 +144,11 @@ class RewardService:
         for i, label in enumerate(labels):
             try:
                 value = json.loads(label) if isinstance(label, str) else label
-                row = [float(v) for v in (value if isinstance(value, list) else [value])]
-            except (TypeError, ValueError):
+                row = value if isinstance(value, list) else [value]
+                if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in row):
+                    raise TypeError
+                row = [float(v) for v in row]
+            except (TypeError, ValueError, RecursionError):
                 raise BadRequest(422, f"row {i}: label {label!r} is not a demonstration reward (a number, or a "
                                       f"list of {k} numbers)") from None
             if len(row) != k or not all(math.isfinite(v) for v in row):
@@ -116,122 +157,75 @@ class RewardService:
             rows.append(row)
         return torch.tensor(rows, dtype=torch.float32, device="cpu").reshape(len(labels), k)
 
-    def score(self, requests: list[Rows]) -> list[list[float] | BadRequest]:
-        """RCfD rewards per request: the base rewards of all rows in one pass, then each request's own
-        calibration (K > 1 whitens over the request, as the reward function does over its batch)."""
-        prompts = [p for r in requests for p in r.prompts]
-        responses = [c for r in requests for c in r.responses]
-        values = self.reward.stack(prompts, responses) if prompts else torch.zeros(0, len(self.reward_names), device="cpu")
-        out, start = [], 0
-        for r in requests:
-            n = len(r.prompts)
-            mine, start = values[start:start + n], start + n
-            try:
-                check_finite(mine, "the reward")
-                # Finite already: parse() checks precomputed labels, RCfDReward.demo_rewards what it computes.
-                demo = r.demo_rewards if r.demo_rewards is not None else self.reward.demo_rewards(r.prompts,
-                                                                                                 r.demonstrations)
-                out.append(rcfd(mine, demo).tolist() if n else [])
-            except RcfdError as exc:
-                out.append(BadRequest(500, str(exc).splitlines()[0]))
-        self.requests += len(requests)
+    # ------------------------------------------------------------------ scoring
+    def base_rewards(self, prompts: list[str], texts: list[str], tokens: list[int]) -> torch.Tensor:
+        """R [N, K] of (prompt, text) pairs, scored in chunks of similar length so that a short row is
+        padded only to its chunk's longest (at most ``CHUNK_TOKENS`` padded tokens a chunk)."""
+        order = sorted(range(len(prompts)), key=lambda i: tokens[i])
+        out = torch.zeros(len(prompts), len(self.reward_names), device="cpu")
+        chunk: list[int] = []
+        for i in order + [None]:
+            if chunk and (i is None or (len(chunk) + 1) * tokens[i] > CHUNK_TOKENS):
+                out[chunk] = self.reward.stack([prompts[j] for j in chunk], [texts[j] for j in chunk])
+                chunk = []
+            if i is not None:
+                chunk.append(i)
         return out
 
+    def work(self, rows: Rows) -> tuple[list[str], list[str], list[int], list[int]]:
+        """A request's pairs to score: its N responses, then its demonstrations not yet cached (their rows
+        last): (prompts, texts, tokens, rows of the demonstrations)."""
+        todo = [] if rows.demonstrations is None else self.reward.uncached(rows.prompts, rows.demonstrations)
+        return (rows.prompts + [rows.prompts[i] for i in todo], rows.responses + [rows.demonstrations[i] for i in todo],
+                rows.tokens + [rows.demo_tokens[i] for i in todo], todo)
 
-class Batcher:
-    """Merge requests that arrive together into one scoring call, run off the event loop."""
-
-    def __init__(self, service: RewardService, max_batch_rows: int = 256, batch_wait_ms: float = 5.0):
-        self.service = service
-        self.max_batch_rows = max_batch_rows
-        self.wait_s = batch_wait_ms / 1000
-        self.queue: asyncio.Queue = asyncio.Queue()
-
-    async def submit(self, rows: Rows) -> list[float]:
-        future = asyncio.get_running_loop().create_future()
-        await self.queue.put((rows, future))
-        return await future
-
-    async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            batch = [await self.queue.get()]
-            size = len(batch[0][0].prompts)
-            deadline = loop.time() + self.wait_s
-            while size < self.max_batch_rows and (left := deadline - loop.time()) > 0:
-                try:
-                    item = await asyncio.wait_for(self.queue.get(), left)
-                except asyncio.TimeoutError:
-                    break
-                batch.append(item)
-                size += len(item[0].prompts)
-            try:
-                results = await loop.run_in_executor(None, self.service.score, [rows for rows, _ in batch])
-            except Exception as exc:  # noqa: BLE001 - the reward crashed: every waiting request is told why
-                first = str(exc).splitlines()[0] if str(exc) else ""
-                results = [BadRequest(500, f"scoring failed: {type(exc).__name__}: {first}")] * len(batch)
-            for (_, future), result in zip(batch, results):
-                if future.done():  # the client went away
-                    continue
-                if isinstance(result, BadRequest):
-                    future.set_exception(result)
-                else:
-                    future.set_result(result)
-
-
-def build_app(service: RewardService, *, max_body_bytes: int = 16 << 20, max_batch_rows: int = 256,
-              batch_wait_ms: float = 5.0):
-    """The FastAPI application: ``POST /get_reward`` and ``GET /health``."""
-    from contextlib import asynccontextmanager
-
-    from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse
-
-    batcher = Batcher(service, max_batch_rows, batch_wait_ms)
-    started = time.time()
-
-    @asynccontextmanager
-    async def lifespan(app):
-        task = asyncio.create_task(batcher.run())
-        yield
-        task.cancel()
-
-    app = FastAPI(title="rcfd reward server", lifespan=lifespan)
-
-    def error(status: int, reason: str) -> JSONResponse:
-        return JSONResponse({"error": reason}, status_code=status)
-
-    @app.post(PATH)
-    async def get_reward(request: Request):
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > max_body_bytes:
-            return error(413, f"body of {declared} bytes is over the limit of {max_body_bytes}; split the batch")
-        body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > max_body_bytes:
-                return error(413, f"body over the limit of {max_body_bytes} bytes; split the batch")
+    def calibrate(self, rows: Rows, values: torch.Tensor, todo: list[int], demo_values: torch.Tensor) -> list[float]:
+        """One request's RCfD rewards from its responses' base rewards [N, K] and those of its demonstrations
+        that were not cached (rows ``todo``, [len(todo), K])."""
         try:
-            rows = service.parse(body)
-            rewards = await batcher.submit(rows)
-        except BadRequest as exc:
-            return error(exc.status, str(exc))
-        return {"rewards": rewards, "scores": rewards}
+            check_finite(values, "the reward")
+        except RcfdError as exc:
+            raise BadRequest(500, str(exc).splitlines()[0]) from None
+        if rows.demo_rewards is not None:
+            demo = rows.demo_rewards
+        else:
+            if todo:
+                try:
+                    self.reward.remember([rows.prompts[i] for i in todo], [rows.demonstrations[i] for i in todo],
+                                         demo_values)
+                except RcfdError as exc:
+                    raise BadRequest(422, str(exc).splitlines()[0]) from None
+            demo = self.reward.demo_rewards(rows.prompts, rows.demonstrations)
+        result = self.reward.calibrate(rows.prompts, values, demo) if rows.prompts else torch.zeros(0)
+        bad = (~torch.isfinite(result)).nonzero().flatten().tolist()
+        if bad:
+            raise BadRequest(422, f"row {bad[0]}: the calibrated reward overflows (a demonstration reward far "
+                                  f"outside the reward's range?)")
+        return result.tolist()
 
-    @app.get("/health")
-    async def health():
-        return {"status": "ok", "rewards": service.reward_names, "labels": service.labels,
-                "requests": service.requests, "uptime_s": round(time.time() - started, 1)}
+    def extra_logs(self, rows: Rows, values: torch.Tensor) -> dict[str, list[float]]:
+        """Per-row base rewards, what OpenRLHF logs beside the reward (``extra_logs``)."""
+        return {f"rcfd/{name}": values[:, k].tolist() for k, name in enumerate(self.reward_names)}
 
-    return app
+
+def _check_text(value, row: int, field: str) -> None:
+    if not isinstance(value, str):
+        raise BadRequest(422, f"row {row}: the {field} must be a string, got {type(value).__name__}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest(422, f"row {row}: the {field} is not valid Unicode (a lone surrogate such as \\ud800?)") from None
 
 
 def reward_from_config(config, cache_file=None, progress: bool = True):
-    """An RCfDReward over the base rewards of ``config`` (reward.names and reward.calibrate_also, with its
-    model for loglik)."""
+    """(RCfDReward over the base rewards of ``config`` (reward.names and reward.calibrate_also, with its
+    model for loglik), the tokenizer). With K > 1 rewards the calibrated terms are measured in the
+    training demonstrations' reward std (the module's docstring says why)."""
     from .trl import RCfDReward
+    from ..data import build_datasets
     from ..models import load_policy
     from ..rewards import build_rewards
+    from ..rewards.demo_cache import demo_rewards
 
     c = config
     if c.train.threads:
@@ -240,21 +234,13 @@ def reward_from_config(config, cache_file=None, progress: bool = True):
     policy.eval()
     stack = build_rewards(reward_columns(c), policy=policy, reference=reference, tokenizer=tokenizer,
                           model_id=c.model.name, config=c.reward, progress=progress)
-    return RCfDReward(stack.rewards, cache_file=cache_file)
-
-
-def serve(config, *, host: str = "127.0.0.1", port: int = 5000, labels: str = "text", cache_file=None,
-          max_body_mb: float = 16, max_batch_rows: int = 256, batch_wait_ms: float = 5.0, progress: bool = True):
-    """Load the rewards, then serve until Ctrl-C (uvicorn shuts down cleanly on SIGINT/SIGTERM)."""
-    try:
-        import uvicorn
-    except ImportError:
-        raise RcfdError("rcfd serve needs FastAPI and uvicorn: pip install 'rcfd[serve]'") from None
-    service = RewardService(reward_from_config(config, cache_file, progress), labels=labels)
-    app = build_app(service, max_body_bytes=int(max_body_mb * (1 << 20)), max_batch_rows=max_batch_rows,
-                    batch_wait_ms=batch_wait_ms)
-    print(f"rcfd serve: RCfD over {', '.join(service.reward_names)} at http://{host}:{port}{PATH} "
-          f"(OpenRLHF: --remote_rm_url http://{host}:{port}{PATH}); Ctrl-C stops", flush=True)
-    # Graceful shutdown waits for requests in flight, but not forever (a client may have gone away).
-    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=10)
-    print(f"rcfd serve: stopped after {service.requests} requests", flush=True)
+    demo_std = None
+    if len(stack.rewards) > 1:
+        train, _ = build_datasets(c.data, tokenizer)
+        values = demo_rewards(stack, train, tokenizer, c.generation.max_new_tokens, progress=progress)
+        demo_std = values.std(0, unbiased=False)
+        flat = [name for name, s in zip(stack.names, demo_std.tolist()) if not s > 0]
+        if flat:
+            raise RcfdError(f"reward '{flat[0]}' has the same value on every training demonstration, so a "
+                            f"calibrated term cannot be measured in its std; serve it alone or drop it")
+    return RCfDReward(stack.rewards, cache_file=cache_file, demo_std=demo_std), tokenizer

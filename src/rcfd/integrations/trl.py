@@ -38,7 +38,7 @@ import torch
 
 from ..errors import RcfdError
 from ..files import append_jsonl
-from ..train.objectives import PAPER, RCfDBatch, objective_class
+from ..train.objectives import PAPER, RCfD, RCfDBatch, objective_class, rcfd_in_demo_std
 from ..rewards.base import RewardStack, check_finite
 from ..rewards.callable import as_reward
 from .monitor import CalibrationMonitor
@@ -76,10 +76,14 @@ class RCfDReward:
         demo_mean: ``"rcfd-batch"`` only: K floats (one per reward), the demonstrations' mean reward
             that every prompt's is compared with; ``None`` uses each call's own demonstrations.
             :meth:`fix_demo_mean` computes it from a dataset.
+        demo_std: ``"rcfd"`` only: K floats, the demonstrations' reward std per reward. Given, each
+            calibrated term is measured in it, −Σ_k ((R_k − R_k(x, y_demo)) / σ_k)², instead of being
+            whitened over the call, so a completion's reward does not depend on the others in its call
+            (what ``rcfd serve`` needs: OpenRLHF posts one completion per request).
     """
 
     def __init__(self, rewards, demo_column: str = "demonstration", name: str = "rcfd", cache_file=None,
-                 objective: str = PAPER, demo_mean=None):
+                 objective: str = PAPER, demo_mean=None, demo_std=None):
         rewards = list(rewards) if isinstance(rewards, (list, tuple)) else [rewards]
         if not rewards:
             raise RcfdError("RCfDReward needs at least one base reward")
@@ -91,6 +95,13 @@ class RCfDReward:
         self.demo_mean = None
         if demo_mean is not None:
             self._set_demo_mean(torch.as_tensor(demo_mean, dtype=torch.float32, device="cpu").reshape(-1))
+        self.demo_std = None
+        if demo_std is not None:
+            self.demo_std = torch.as_tensor(demo_std, dtype=torch.float32, device="cpu").reshape(-1)
+            if self.objective is not RCfD or self.demo_std.numel() != len(self.stack.rewards) or \
+                    not bool((torch.isfinite(self.demo_std) & (self.demo_std > 0)).all()):
+                raise RcfdError(f"RCfDReward: demo_std needs objective={PAPER!r} and {len(self.stack.rewards)} "
+                                f"positive finite value(s), one per base reward, got {self.demo_std.tolist()}")
         self.demo_column = demo_column
         self.__name__ = name  # TRL names reward functions by __name__
         self.cache_file = Path(cache_file) if cache_file else None
@@ -108,21 +119,31 @@ class RCfDReward:
     def demo_rewards(self, prompts: list[str], demonstrations: list[str], /, **columns) -> torch.Tensor:
         """[B, K] base rewards of the demonstrations, computed only for pairs not seen before. ``columns``
         are the dataset's other columns (any names, e.g. ``demonstrations``: hence positional-only)."""
-        keys = [self._key(p, d) for p, d in zip(prompts, demonstrations)]
-        first_row = {}  # each missing (prompt, demonstration) pair is scored once
-        for i, k in enumerate(keys):
-            if k not in self._cache:
-                first_row.setdefault(k, i)
-        todo = list(first_row.values())
+        todo = self.uncached(prompts, demonstrations)
         if todo:
-            sub = {k: [v[i] for i in todo] for k, v in columns.items() if isinstance(v, list) and len(v) == len(keys)}
+            sub = {k: [v[i] for i in todo] for k, v in columns.items() if isinstance(v, list) and len(v) == len(prompts)}
             values = self.stack([prompts[i] for i in todo], [demonstrations[i] for i in todo], **sub)
-            check_finite(values, "a demonstration reward")
-            for i, row in zip(todo, values.tolist()):
-                self._cache[keys[i]] = row
-                if self.cache_file:
-                    append_jsonl(self.cache_file, {"key": keys[i], "values": row})
+            self.remember([prompts[i] for i in todo], [demonstrations[i] for i in todo], values)
+        keys = [self._key(p, d) for p, d in zip(prompts, demonstrations)]
         return torch.tensor([self._cache[k] for k in keys], dtype=torch.float32, device="cpu")
+
+    def uncached(self, prompts: list[str], demonstrations: list[str]) -> list[int]:
+        """Rows whose (prompt, demonstration) has no reward yet, the first of each distinct pair."""
+        first_row = {}
+        for i, (p, d) in enumerate(zip(prompts, demonstrations)):
+            if (k := self._key(p, d)) not in self._cache:
+                first_row.setdefault(k, i)
+        return list(first_row.values())
+
+    def remember(self, prompts: list[str], demonstrations: list[str], values: torch.Tensor) -> None:
+        """Keep [B, K] demonstration rewards scored elsewhere (``rcfd serve`` batches them with completions)."""
+        check_finite(values, "a demonstration reward")
+        for p, d, row in zip(prompts, demonstrations, values.tolist()):
+            key = self._key(p, d)
+            if key not in self._cache:
+                self._cache[key] = row
+                if self.cache_file:
+                    append_jsonl(self.cache_file, {"key": key, "values": row})
 
     def _set_demo_mean(self, mean: torch.Tensor) -> None:
         if self.objective is not RCfDBatch:
@@ -164,4 +185,10 @@ class RCfDReward:
         check_finite(policy, "the reward")
         if self.demo_mean is not None:  # rcfd-batch: every prompt against the training set's demonstrations
             return self.objective.calibrated_reward(p, policy, self.demo_mean.expand_as(policy)).tolist()
-        return self.objective.calibrated_reward(p, policy, self.demo_rewards(p, d, **columns)).tolist()
+        return self.calibrate(p, policy, self.demo_rewards(p, d, **columns)).tolist()
+
+    def calibrate(self, prompts: list[str], rewards: torch.Tensor, demo_rewards: torch.Tensor) -> torch.Tensor:
+        """[B] calibrated rewards from R [B, K] and R(x, y_demo) [B, K] (in demo std when ``demo_std`` is set)."""
+        if self.demo_std is not None:
+            return rcfd_in_demo_std(rewards, demo_rewards, self.demo_std)
+        return self.objective.calibrated_reward(prompts, rewards, demo_rewards)

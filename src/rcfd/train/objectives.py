@@ -70,6 +70,13 @@ def rcfd(rewards: torch.Tensor, demo_rewards: torch.Tensor) -> torch.Tensor:
     return combine_terms(calibrated(rewards, demo_rewards), centre=True)
 
 
+def rcfd_in_demo_std(rewards: torch.Tensor, demo_rewards: torch.Tensor, demo_std: torch.Tensor) -> torch.Tensor:
+    """[B] −Σ_k ((R_k − R_k,d) / σ_k)², σ [K] the demonstrations' reward std: K calibrated terms on one
+    fixed scale, so a row's value does not depend on its batch (an extension for ``rcfd serve``: the
+    paper's whitening over the batch is undefined for one row)."""
+    return calibrated(rewards / demo_std, demo_rewards / demo_std).sum(-1)
+
+
 def per_sample_columns(terms: torch.Tensor, rewards: torch.Tensor, demo_rewards: torch.Tensor, k: int,
                        per_sample: torch.Tensor | None) -> torch.Tensor:
     """[B, K] terms with the columns flagged in ``per_sample`` [K] (bool) replaced by the paper's per-sample
