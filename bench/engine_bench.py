@@ -12,25 +12,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
+import sys
 import statistics
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import provenance  # noqa: E402
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def cpu_name() -> str:
-    """The CPU's name with its family and model (a name alone, e.g. "AMD EPYC", spans generations)."""
-    try:
-        fields = {}
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            fields.setdefault(key.strip(), value.strip())
-        return f"{fields['model name']} (CPU family {fields['cpu family']}, model {fields['model']})"
-    except (OSError, KeyError):
-        return platform.processor() or "unknown CPU"
 
 
 def seconds_per_step(task: str, engine: str, steps: int, threads: int, work: Path, overrides=()) -> dict:
@@ -62,13 +53,8 @@ def main(argv=None) -> int:
         found = {engine: seconds_per_step(args.task, engine, args.steps, args.threads, Path(tmp), args.overrides)
                  for engine in ("rcfd", "trl")}
     ratio = found["trl"]["median_step_s"] / found["rcfd"]["median_step_s"]
-    import subprocess
-    import sys
-
-    command = " ".join(["python bench/engine_bench.py", *(sys.argv[1:] if argv is None else argv)])
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=Path(__file__).parent).stdout.strip() or "unknown"
-    result = {"command": command, "commit": commit, "task": args.task, "steps": args.steps, "threads": args.threads, "cpu": cpu_name(),
+    command, commit = provenance.command("python bench/engine_bench.py", argv), provenance.commit()
+    result = {"command": command, "commit": commit, "task": args.task, "steps": args.steps, "threads": args.threads, "cpu": provenance.cpu_name(),
               "torch": torch.__version__, "trl": trl.__version__, "engines": found, "trl_over_rcfd": ratio}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"engine-{args.task}.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import provenance  # noqa: E402
 
 
 def _peak_reset():
@@ -109,7 +111,6 @@ def demo_bf16(work: Path, steps: int | None) -> dict:
 
 
 def step_bench(steps: int) -> dict:
-    sys.path.insert(0, str(HERE))
     import step_bench as bench
 
     out = HERE / "results" / "gpu-step-bench.json"
@@ -146,11 +147,9 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 1
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import subprocess
 
     gpu = torch.cuda.get_device_name(0)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=HERE.parent).stdout.strip() or "unknown"
+    commit = provenance.commit()
     result = {"gpu": gpu, "torch": torch.__version__, "commit": commit, "command": " ".join(["bench/gpu_check", *(argv or sys.argv[1:])]),
               "parts": {}}
     with tempfile.TemporaryDirectory() as tmp:

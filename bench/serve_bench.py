@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import socket
 import statistics
 import subprocess
@@ -24,23 +23,14 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import provenance  # noqa: E402
+
 
 def post(url: str, body: dict) -> list[float]:
     req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=300) as resp:
         return json.loads(resp.read())["rewards"]
-
-
-def cpu_model() -> str:
-    """'model name (CPU family F, model M)' from /proc/cpuinfo: the name alone can be just 'AMD EPYC'."""
-    fields = {}
-    try:
-        for line in open("/proc/cpuinfo"):
-            key, _, value = line.partition(":")
-            fields.setdefault(key.strip(), value.strip())
-    except OSError:
-        return platform.processor() or "unknown"
-    return f"{fields.get('model name', '?')} (CPU family {fields.get('cpu family', '?')}, model {fields.get('model', '?')})"
 
 
 def memory_mb(pid: int) -> tuple[float, float]:
@@ -146,14 +136,13 @@ def main() -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=60)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=Path(__file__).parent).stdout.strip() or "?"
+    commit = provenance.commit()
     command = (f".venv/bin/python bench/serve_bench.py --task {args.task} --clients {args.clients} "
                f"--long-clients {args.long_clients} --long-tokens {args.long_tokens} --requests {args.requests} "
                f"--rows {args.rows}")
     result = {"task": args.task, "command": command, "commit": commit, "clients": args.clients,
               "rows_per_request": args.rows, "long_tokens": args.long_tokens, "phases": phases,
-              "server_rss_after_warmup_mb": started_mb, "health": health, "cpu": cpu_model(),
+              "server_rss_after_warmup_mb": started_mb, "health": health, "cpu": provenance.cpu_name(),
               "cores": os.cpu_count(), "note": args.note}
     print(json.dumps(result, indent=2))
     out = Path(args.out or Path(__file__).parent / "results" / f"serve-{args.task}.json")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import sys
@@ -23,6 +22,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+import provenance  # noqa: E402
 
 PROMPTS_PER_STEP, COMPLETIONS_PER_PROMPT, MAX_NEW_TOKENS, BETA, LR = 4, 4, 32, 0.04, 1e-5
 LORA_R, LORA_ALPHA = 32, 64
@@ -190,7 +190,16 @@ TRL_SETTINGS = [
 
 
 def markdown(result: dict) -> str:
-    lines = ["| trainer | setting | median s/step | min–max | MFU | gen tokens/s |", "|---|---|---|---|---|---|"]
+    st = result["settings"]
+    lines = ["# Seconds per RL step: rcfd's loop and TRL's GRPOTrainer on identical work", "",
+             f"Command: `{result.get('command', 'bench/run')}` at commit {result.get('commit', 'not recorded')}; "
+             f"{st.get('device', 'cpu')}, {st['cpu']}, {st['cpus']} cores, {st['torch_threads']} torch threads, "
+             f"torch {st['torch']}.", "",
+             f"Workload per step: {st['model']}, {st['prompts_per_step']} prompts × {st['completions_per_prompt']} "
+             f"completions of at most {st['max_new_tokens']} new tokens, β = {st['beta']} (a reference forward), "
+             f"one optimizer step; {st['measured_steps']} measured steps after {st['warmup_steps']} warm-up, "
+             "every setting one after the other in one process.", "",
+             "| trainer | setting | median s/step | min–max | MFU | gen tokens/s |", "|---|---|---|---|---|---|"]
     for side in ("rcfd", "trl"):
         for name, r in result[side].items():
             if "skipped" in r:
@@ -238,9 +247,10 @@ def main(argv=None) -> int:
                            "completions_per_prompt": COMPLETIONS_PER_PROMPT, "max_new_tokens": MAX_NEW_TOKENS,
                            "beta": BETA, "learning_rate": LR, "warmup_steps": args.warmup, "measured_steps": args.steps,
                            "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-                           "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+                           "cpu": provenance.cpu_name(), "cpus": os.cpu_count(),
                            "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(0)},
-              "matmul_peak_gflops": peaks, "rcfd": {}, "trl": {}}
+              "matmul_peak_gflops": peaks, "rcfd": {}, "trl": {},
+              "command": provenance.command("bench/run", argv), "commit": provenance.commit()}
     from transformers import AutoConfig
 
     model_config = AutoConfig.from_pretrained(model_path)

@@ -81,10 +81,10 @@ def _kill_and_resume(tmp_path, capsys, trials: int, checkpoint_kills: int, seed:
 
 
 def test_sigkill_at_random_moments_then_resume(tmp_path, capsys):
-    _kill_and_resume(tmp_path, capsys, trials=4, checkpoint_kills=2, seed=1234)
+    _kill_and_resume(tmp_path, capsys, trials=2, checkpoint_kills=1, seed=1234)
 
 
-@pytest.mark.slow  # ~200 s: ten kills; the default suite runs four
+@pytest.mark.slow  # ~200 s: ten kills; the default suite runs two
 def test_sigkill_ten_times_then_resume(tmp_path, capsys):
     _kill_and_resume(tmp_path, capsys, trials=TRIALS, checkpoint_kills=3, seed=4321)
 

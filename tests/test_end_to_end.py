@@ -114,8 +114,10 @@ def test_nan_reward_stops_with_resumable_checkpoint(tmp_path, capsys):
     code = _train(run, "--no-eval", "--set", "reward.names=reward_fixtures:nan_after_first",
                   "--set", "objective.name=reward")
     assert code == 2
-    err = capsys.readouterr().err.strip()
-    assert "not finite at step 2" in err and "skip_nonfinite" in err and len(err.splitlines()) == 1
+    note, error = capsys.readouterr().err.strip().splitlines()
+    assert note == (f"rcfd: step 2 failed before it changed the weights; the run is checkpointed at step 1: "
+                    f"continue it with `rcfd train --resume {run}` once fixed")
+    assert error.startswith("rcfd: error:") and "not finite at step 2" in error and "skip_nonfinite" in error
     ckpts = list((run / "checkpoints").glob("step-*"))
     assert [p.name for p in ckpts] == ["step-000001"]
     assert (ckpts[0] / "manifest.json").exists()
@@ -247,3 +249,38 @@ def test_resume_of_a_finished_or_missing_run_says_so_in_one_line(tmp_path, capsy
     assert (run / "summary.json").read_bytes() == before  # nothing re-evaluated or rewritten
     assert main(["train", "--resume", str(tmp_path / "nowhere"), "--quiet"]) == 2
     assert "no run directory" in capsys.readouterr().err
+
+
+def test_run_files_are_strict_json_with_null_for_a_figure_that_is_not_a_number(tmp_path):
+    """jq, JavaScript and strict parsers reject a bare NaN: rcfd writes null and reads it back as NaN.
+    (The length of the tiny task's demonstrations does not vary, so its standardized reward is not a number.)"""
+    from rcfd.train.rundir import RunDir
+
+    def strict(text):
+        return json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c} in a run file"))
+
+    run = tmp_path / "run"
+    assert _train(run, "--steps", "1", "--set", "reward.names=[length]") == 0
+    summary = strict((run / "summary.json").read_text())
+    nulls = [k for k, v in summary.items() if v is None]
+    assert nulls, "the tiny task's length reward should leave a figure that is not a number"
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        strict(line)
+    read = RunDir(run).read_summary()
+    assert all(read[k] != read[k] for k in nulls)  # NaN again for rcfd's own readers
+
+
+def test_resume_refuses_settings_that_would_make_it_another_run_and_writes_nothing(tmp_path, capsys):
+    """`--resume DIR --set objective.name=kl` used to run the last steps as another run under the old name,
+    and a bad override was written to config.yaml before loading failed, breaking every later resume."""
+    run = tmp_path / "run"
+    assert _train(run, "--no-eval", "--steps", "2") == 0
+    saved = (run / "config.yaml").read_text()
+    capsys.readouterr()
+    for change in ("objective.name=kl", "train.learning_rate=0.1", "model.lora_r=4"):
+        assert main(["train", "--resume", str(run), "--quiet", "--no-eval", "--set", change]) == 2
+        err = capsys.readouterr().err.strip()
+        assert change.split("=")[0] in err and "new --out" in err and len(err.splitlines()) == 1
+        assert (run / "config.yaml").read_text() == saved
+    assert main(["train", "--resume", str(run), "--quiet", "--no-eval", "--steps", "3"]) == 0  # longer: allowed
+    assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import rcfd
 
 PACKAGE = Path(rcfd.__file__).parent
@@ -89,3 +91,15 @@ def test_python_dash_m_rcfd_runs_the_cli():
     out = subprocess.run([sys.executable, "-m", "rcfd", "--help"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "usage: rcfd" in out.stdout
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["tasks"], ["train", "--help"]])
+def test_help_and_tasks_answer_without_loading_torch(argv):
+    """`rcfd --help` and `rcfd tasks` took 2.8 s importing torch; they now print from the config and registry
+    modules alone (`train --help` lists the objectives, which live beside their torch code)."""
+    code = ("import sys\nfrom rcfd.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "print('loaded:', sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, check=True)
+    expected = "['torch']" if argv[0] == "train" else "[]"
+    assert proc.stdout.splitlines()[-1] == f"loaded: {expected}"
+    assert ("choices (`rcfd config --reference`" in proc.stdout) == (argv[0] == "train")

@@ -130,7 +130,13 @@ def test_callable_reward_and_stack():
 
 def test_stack_shape_check_and_nonfinite():
     bad = RewardStack([CallableReward(lambda p, c, **k: [1.0], "short")])
-    with pytest.raises(ValueError, match="shape"):
+    with pytest.raises(RcfdError, match="'short' returned 1 values for 2 completions"):
         bad(["a", "b"], ["x", "y"])
+    silent = RewardStack([CallableReward(lambda p, c, **k: [1.0, None], "half_done")])
+    with pytest.raises(RcfdError, match=r"'half_done' returned None \(NoneType\) for completion 1"):
+        silent(["a", "b"], ["x", "y"])  # was TypeError: must be real number, not NoneType
+    with pytest.raises(RcfdError, match="'scalar' returned float, not a list"):
+        CallableReward(lambda p, c, **k: 0.5, "scalar")(["a"], ["x"])
+    assert CallableReward(lambda p, c, **k: [True, False], "flags")(["a", "b"], ["x", "y"]).tolist() == [1.0, 0.0]
     with pytest.raises(NonFiniteError, match="step 3"):
         check_finite(torch.tensor([[1.0], [float("nan")]]), "the reward", 3)

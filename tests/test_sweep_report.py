@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -152,7 +153,7 @@ def test_report_figures_load_and_are_not_blank_in_chromium(interrupted_then_resu
         pytest.skip("no chromium here; `make browser` installs Debian's")
     out, _, _, _ = interrupted_then_resumed_sweep
     report = build_report([out], tmp_path / "report.html")
-    assert sorted(p.name for p in (tmp_path / "report_figures").iterdir()) == sorted(f"{n}.png" for n, _ in FIGURES)
+    assert sorted(p.name for p in (tmp_path / "report_figures").iterdir()) == sorted(f"{n}.png" for n, *_ in FIGURES)
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--force-device-scale-factor=1",
              "--window-size=1200,6000"]
     dom = subprocess.run([browser, *flags, "--virtual-time-budget=5000", "--dump-dom", report.as_uri()],
@@ -231,3 +232,24 @@ def test_the_demo_table_says_how_far_each_run_is_from_the_demonstrations_per_rew
     table = format_table({"beta0": single}).splitlines()
     assert "vs demos (σ)" in table[0]
     assert table[2].split()[2] == "+0.00" and table[3].split()[2] == "+0.50"  # (0.55 − 0.5) / 0.1
+
+
+def test_the_report_says_what_it_shows_task_seed_steps_captions_and_short_training_times(tmp_path):
+    """The header named neither task, seed nor steps; captions were file paths; 0.4 s of training read 0."""
+    import re
+
+    from rcfd.report.html import FIGURES, build_report
+
+    run = tmp_path / "rcfd"
+    shutil.copytree(Path(__file__).parent / "data" / "stored" / "rcfd", run)
+    config = (run / "config.yaml").read_text()
+    seed = re.search(r"\n  seed: (\d+)", config).group(1)
+    steps = re.search(r"\n  steps: (\d+)", config).group(1)
+    summary = json.loads((run / "summary.json").read_text())
+    (run / "summary.json").write_text(json.dumps({**summary, "train_seconds": 0.4}))
+    (run / "metrics.jsonl").rename(tmp_path / "kept.jsonl")  # so the summary's 0.4 s is the training time
+    text = build_report([run], tmp_path / "report.html").read_text()
+    assert f"seed {seed}; RL steps {steps}</b>" in text
+    captions = re.findall(r"<figcaption>(.*?)</figcaption>", text)
+    assert len(captions) == len(FIGURES) and all(len(c.split()) > 12 for c in captions)
+    assert re.search(r"<td class='num'>0\.4</td></tr>", text)

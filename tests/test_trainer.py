@@ -142,3 +142,72 @@ def test_rollouts_sampled_in_parts_are_the_rollouts_sampled_at_once(tiny_config,
         joined = token_logprobs(trainer.policy, rollout)[:4, :width]
         alone = token_logprobs(trainer.policy, first)
     assert torch.allclose(joined, alone, atol=1e-5)
+
+
+class _FailsAtStep:
+    """The run's reward stack, failing once at one step: raising (a reward server gone) or NaN for a row;
+    ``seen`` is called just before, to record what the run's good checkpoints held."""
+
+    def __init__(self, trainer, step, how, seen):
+        self.trainer, self.stack, self.step, self.how, self.seen = trainer, trainer.rewards, step, how, seen
+
+    def __getattr__(self, name):
+        return getattr(self.stack, name)
+
+    def __call__(self, prompts, completions, **kwargs):
+        values = self.stack(prompts, completions, **kwargs)
+        if self.trainer.step_idx + 1 == self.step:
+            self.seen()
+            if self.how == "raise":
+                raise ConnectionError("reward server went away")
+            values[0, 0] = float("nan")
+        return values
+
+
+@pytest.mark.parametrize("how,save_every,extra", [
+    ("raise", 0, ()),  # lost every step before: only the NaN path saved
+    ("nan-reward", 1, ()),  # rewrote step 2 with the RNG advanced past step 3's sampling
+    ("nan-loss-after-an-update", 1, ("train.ppo_epochs=2",)),  # rewrote step 2 with weights half-way into step 3
+])
+def test_a_failed_step_leaves_the_boundary_it_began_at_and_resume_is_the_run_that_never_failed(
+        tiny_config, tmp_path, monkeypatch, how, save_every, extra):
+    from rcfd.errors import NonFiniteError
+    from rcfd.train import trainer as trainer_module
+    from rcfd_testing import fingerprint
+
+    overrides = ("train.steps=4", f"train.save_every={save_every}", *extra)
+    straight, failed = tmp_path / "straight", tmp_path / "failed"
+    Trainer(tiny_config(*overrides), straight, progress=False).train()
+
+    first = Trainer(tiny_config(*overrides), failed, progress=False)
+    before = {}
+
+    def seen():
+        before.update({p.name: fingerprint(p) for p in (failed / "checkpoints").glob("step-*")})
+
+    if how == "nan-loss-after-an-update":  # step 3's second epoch: its first micro-batch's loss is NaN
+        calls, real = [], trainer_module.ppo_clip_loss
+
+        def loss(*args):
+            out = real(*args)
+            calls.extend([1] if first.step_idx == 2 else [])
+            if len(calls) == 3:
+                seen()
+                return out * float("nan")
+            return out
+
+        monkeypatch.setattr(trainer_module, "ppo_clip_loss", loss)
+    else:
+        first.rewards = _FailsAtStep(first, 3 if how == "nan-reward" else 2, how, seen)
+    with pytest.raises(NonFiniteError if how != "raise" else ConnectionError):
+        first.train()
+    monkeypatch.undo()
+    assert first.weights_moved == (how == "nan-loss-after-an-update")
+    after = {p.name: fingerprint(p) for p in (failed / "checkpoints").glob("step-*")}
+    assert set(after) == ({"step-000001"} if how == "raise" else {"step-000001", "step-000002"})
+    assert {name: after[name] for name in before} == before, "a good checkpoint was rewritten by the failed step"
+    first.close()
+    Trainer(tiny_config(*overrides), failed, resume=True, progress=False).train()
+    assert (failed / "metrics.jsonl").read_text() == (straight / "metrics.jsonl").read_text()
+    w1, w2 = _final_weights(straight), _final_weights(failed)
+    assert w1.keys() == w2.keys() and all(torch.equal(w1[k], w2[k]) for k in w1)

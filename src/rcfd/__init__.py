@@ -15,49 +15,31 @@ __version__ = "0.1.0"
 
 from .config import Config, load_config, make_config, packaged_config  # noqa: E402
 from .errors import NonFiniteError, RcfdError  # noqa: E402
-from .train.objectives import calibrated, kl_penalized, objective_values, rcfd, weighted, whiten  # noqa: E402
 from .tasks import TASKS, Task, get_task  # noqa: E402
 
 
+# Heavy modules (torch, transformers, peft) load on first use, so `import rcfd` and `rcfd --help` stay fast.
+_LAZY = {
+    **dict.fromkeys(("calibrated", "kl_penalized", "objective_values", "rcfd", "weighted", "whiten"),
+                    "train.objectives"),
+    **dict.fromkeys(("Trainer", "run_training"), "train.trainer"),
+    **dict.fromkeys(("LogLikelihoodReward", "CallableReward", "RewardStack", "build_rewards"), "rewards"),
+    "RCfDReward": "integrations.trl",
+    "evaluate": "eval.evaluate",
+    "run_sweep": "plans.sweep",
+    "build_report": "report.html",
+    **dict.fromkeys(("Components", "build_components", "load_trained"), "train.components"),
+    "RunDir": "train.rundir",
+    **dict.fromkeys(("run_sft", "run_dpo"), "train.baselines"),
+}
+
+
 def __getattr__(name):
-    # Heavy modules (transformers, peft) load on first use so `import rcfd` stays fast.
-    if name in ("Trainer", "run_training"):
-        from .train import trainer
+    if name not in _LAZY:
+        raise AttributeError(f"module 'rcfd' has no attribute {name!r}")
+    import importlib
 
-        return getattr(trainer, name)
-    if name in ("LogLikelihoodReward", "CallableReward", "RewardStack", "build_rewards"):
-        from . import rewards
-
-        return getattr(rewards, name)
-    if name == "RCfDReward":
-        from .integrations.trl import RCfDReward
-
-        return RCfDReward
-    if name == "evaluate":
-        from .eval.evaluate import evaluate
-
-        return evaluate
-    if name == "run_sweep":
-        from .plans.sweep import run_sweep
-
-        return run_sweep
-    if name == "build_report":
-        from .report.html import build_report
-
-        return build_report
-    if name in ("Components", "build_components", "load_trained"):
-        from .train import components
-
-        return getattr(components, name)
-    if name == "RunDir":
-        from .train.rundir import RunDir
-
-        return RunDir
-    if name in ("run_sft", "run_dpo"):
-        from .train import baselines
-
-        return getattr(baselines, name)
-    raise AttributeError(f"module 'rcfd' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
 
 
 __all__ = [

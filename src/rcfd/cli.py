@@ -27,6 +27,9 @@ EXAMPLES = """examples:
 """
 
 
+LIGHT_COMMANDS = ("tasks", "config")
+
+
 def _quiet_libraries() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -91,11 +94,14 @@ def _add_train(sub) -> None:
     t = sub.add_parser("train", help="train one run from a YAML config",
                        description="Train one policy. A run directory gets config.yaml, metrics.jsonl, "
                                    "samples.jsonl, checkpoints/, final/ and summary.json.",
-                       epilog=_choices() + "\n\n" + EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    t.epilog_before = _choices  # read from the objectives' registry (torch) only when the help is shown
     t.add_argument("--task", help="task preset (see `rcfd tasks`) whose config to train (default: wiki-continuation)")
     t.add_argument("--config", type=Path, help="YAML config (default: the --task preset)")
     t.add_argument("--out", type=Path, help="run directory to create")
-    t.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a run from its newest complete checkpoint")
+    t.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a run from its newest complete checkpoint, with its own config (overrides may "
+                        "change only train.steps, train.threads, train.save_every, train.keep_checkpoints, "
+                        "model.device and model.dtype)")
     t.add_argument("--steps", type=int, help="override train.steps")
     t.add_argument("--seed", type=int, help="override train.seed")
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -292,13 +298,23 @@ def _add_model_commands(sub) -> None:
     _common(tmt)
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose ``epilog_before()``, when set, is prepended to the epilog when help is shown."""
+
+    def format_help(self) -> str:
+        before = getattr(self, "epilog_before", None)
+        if before is not None:
+            self.epilog, self.epilog_before = before() + "\n\n" + (self.epilog or ""), None
+        return super().format_help()
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="rcfd",
         description="RL fine-tuning of language models with Reward Calibration from Demonstration (RCfD).",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     _add_train(sub)
     _add_eval(sub)
@@ -338,7 +354,7 @@ def cmd_train(args) -> int:
         run = args.resume
         if not run.is_dir():
             raise RcfdError(f"no run directory '{run}' to resume; give the --out of an earlier `rcfd train`")
-        config = RunDir(run).read_config(_overrides(args))
+        config = RunDir(run).resume_config(_overrides(args))
         if RunDir(run).is_finished() and RunDir(run).read_summary().get("steps", 0) >= config.train.steps:
             # nothing to do, and nothing rewritten (a script resuming after a kill that came at the end ends here)
             print(f"rcfd: '{run}' is a finished run of {config.train.steps} steps: nothing to resume; evaluate it "
@@ -549,7 +565,8 @@ def cli_reference() -> str:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    _quiet_libraries()
+    if args.command not in LIGHT_COMMANDS:  # these print without torch or transformers: they answer at once
+        _quiet_libraries()
     if getattr(args, "trust_code", False):  # the environment carries it to `accelerate launch`'s processes
         from .rewards.callable import TRUST_ENV
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -35,15 +36,52 @@ def write_text(path, text: str) -> None:
         os.fsync(f.fileno())
 
 
+def strict_json(obj):
+    """``obj`` with every NaN or infinity as ``None``: strict JSON (jq, JavaScript, most parsers) has no
+    NaN, so rcfd writes a metric that is not a number as ``null``; :func:`read_json` reads it back as NaN."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    return obj
+
+
+def null_as_nan(obj):
+    """The inverse of :func:`strict_json` for rcfd's own files, whose every ``null`` is a number that
+    was not finite."""
+    if obj is None:
+        return math.nan
+    if isinstance(obj, dict):
+        return {k: null_as_nan(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [null_as_nan(v) for v in obj]
+    return obj
+
+
 def write_json(path, obj) -> None:
-    """Write JSON atomically."""
-    write_text(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=True))
+    """Write strict JSON atomically (non-finite numbers as null)."""
+    write_text(path, json.dumps(strict_json(obj), indent=2, sort_keys=True, allow_nan=False))
+
+
+def read_json(path):
+    """A JSON file rcfd wrote, its nulls back as NaN (older files' bare NaN reads as NaN too)."""
+    return null_as_nan(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def read_jsonl(path) -> list[dict]:
+    """The records of a JSON-lines file rcfd wrote (see :func:`read_json`); none when it is missing."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [null_as_nan(json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def append_jsonl(path, record: dict) -> None:
-    """Append one JSON line and flush it to disk."""
+    """Append one strict JSON line (non-finite numbers as null) and flush it to disk."""
     with open(path, "a") as f:
-        f.write(json.dumps(record, sort_keys=True) + "\n")
+        f.write(json.dumps(strict_json(record), sort_keys=True, allow_nan=False) + "\n")
         f.flush()
         os.fsync(f.fileno())
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from .errors import RcfdError
 
+PAPER_OBJECTIVE = "rcfd"  # the paper's objective (rcfd.train.objectives.RCfD), named here so plans need no torch
+
 
 class Registry(dict):
     """{name: description} for one config field, with the error a wrong name gets."""

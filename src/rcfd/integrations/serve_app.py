@@ -163,6 +163,37 @@ def _authorized(request, secret: str) -> bool:
     return hmac.compare_digest(given.encode(), secret.encode())
 
 
+def error(status: int, reason: str):
+    from fastapi.responses import JSONResponse
+
+    return JSONResponse({"error": reason}, status_code=status)
+
+
+def _answer_errors_in_json(app) -> None:
+    """404, 405 and anything unforeseen in the shape of every other error."""
+    from starlette.exceptions import HTTPException
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request, exc):
+        return error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def crash(request, exc):
+        return error(500, f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+
+
+async def _read_body(request, max_body_bytes: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_body_bytes:
+        raise BadRequest(413, f"body of {declared} bytes is over the limit of {max_body_bytes}; split the batch")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_body_bytes:
+            raise BadRequest(413, f"body over the limit of {max_body_bytes} bytes; split the batch")
+    return bytes(body)
+
+
 def build_app(service: RewardService, *, max_body_bytes: int = 16 << 20, max_batch_tokens: int = 8192,
               max_batch_rows: int = 256, batch_wait_ms: float = 5.0, request_timeout_s: float = 30.0,
               secret: str | None = None):
@@ -170,8 +201,7 @@ def build_app(service: RewardService, *, max_body_bytes: int = 16 << 20, max_bat
     from contextlib import asynccontextmanager
 
     from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse, Response
-    from starlette.exceptions import HTTPException
+    from fastapi.responses import Response
     from starlette.requests import ClientDisconnect
 
     batcher = Batcher(service, max_batch_tokens, max_batch_rows, batch_wait_ms)
@@ -187,27 +217,7 @@ def build_app(service: RewardService, *, max_body_bytes: int = 16 << 20, max_bat
     app = FastAPI(title="rcfd reward server", lifespan=lifespan)
     app.state.batcher = batcher
 
-    def error(status: int, reason: str) -> JSONResponse:
-        return JSONResponse({"error": reason}, status_code=status)
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request, exc):  # 404, 405: the same shape as every other error
-        return error(exc.status_code, str(exc.detail))
-
-    @app.exception_handler(Exception)
-    async def crash(request, exc):
-        return error(500, f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
-
-    async def read_body(request) -> bytes:
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > max_body_bytes:
-            raise BadRequest(413, f"body of {declared} bytes is over the limit of {max_body_bytes}; split the batch")
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > max_body_bytes:
-                raise BadRequest(413, f"body over the limit of {max_body_bytes} bytes; split the batch")
-        return bytes(body)
+    _answer_errors_in_json(app)
 
     @app.post(PATH)
     async def get_reward(request: Request):
@@ -215,7 +225,7 @@ def build_app(service: RewardService, *, max_body_bytes: int = 16 << 20, max_bat
             return error(401, "missing or wrong shared secret: send the header 'Authorization: Bearer <secret>' "
                               "(or X-RCfD-Secret, or ?secret= in the URL)")
         try:
-            body = await asyncio.wait_for(read_body(request), request_timeout_s)
+            body = await asyncio.wait_for(_read_body(request, max_body_bytes), request_timeout_s)
             rows = await asyncio.get_running_loop().run_in_executor(None, service.parse, body)
             return await batcher.submit(rows)
         except BadRequest as exc:

@@ -12,7 +12,6 @@ seconds of the training steps), then the base model's metrics and what the whole
 
 from __future__ import annotations
 
-import json
 import resource
 import time
 from dataclasses import dataclass, field
@@ -20,9 +19,9 @@ from pathlib import Path
 
 from ..config import load_config
 from ..errors import RcfdError
-from ..files import write_json
-from ..train.objectives import PAPER
-from ..train.rundir import RunDir
+from ..files import read_json, write_json
+from ..registry import PAPER_OBJECTIVE as PAPER
+from ..train.rundir import RunDir, differences
 
 SHORTHANDS = {
     # grid key -> overrides for one value v (the paper's two swept baselines)
@@ -82,20 +81,11 @@ def run_overrides(overrides, seed: int, steps: int | None) -> list[str]:
     return list(overrides) + [f"train.seed={seed}"] + ([f"train.steps={steps}"] if steps is not None else [])
 
 
-def _first_difference(saved, current, prefix: str = "") -> str | None:
-    if isinstance(saved, dict) and isinstance(current, dict):
-        for key in sorted(set(saved) | set(current)):
-            found = _first_difference(saved.get(key), current.get(key), f"{prefix}{key}.")
-            if found:
-                return found
-        return None
-    return None if saved == current else f"{prefix[:-1]} ({saved!r} there, {current!r} now)"
-
-
 def config_difference(config, run_dir: Path) -> str | None:
     """The first field where ``run_dir/config.yaml`` differs from ``config`` (None: same, or no file)."""
     saved = RunDir(run_dir).read_config_dict()
-    return None if saved is None else _first_difference(saved, config.to_dict())
+    found = [] if saved is None else differences(saved, config.to_dict())
+    return f"{found[0][0]} ({found[0][1]!r} there, {found[0][2]!r} now)" if found else None
 
 
 def check_same_config(config, run_dir: Path) -> None:
@@ -166,7 +156,7 @@ def run_plan(out, plan: list[PlannedRun], *, config_path, kind: str, seed: int =
     common = run_overrides(overrides, seed, steps)
     configs = {r.name: load_config(config_path, common + r.overrides) for r in plan}  # fail fast on typos
     sweep_path = out / "sweep.json"
-    previous = json.loads(sweep_path.read_text()) if sweep_path.exists() else {}
+    previous = read_json(sweep_path) if sweep_path.exists() else {}
     same_settings = previous.get("common_overrides") == common and previous.get("config_path") == str(config_path)
     record = {"kind": kind, "task": task, "config_path": str(config_path), "seed": seed, "common_overrides": common,
               "runs": previous.get("runs", {}) if same_settings else {}, "base": None,

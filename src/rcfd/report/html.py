@@ -14,15 +14,22 @@ import math
 from pathlib import Path
 
 from ..errors import RcfdError
-from ..files import write_text
+from ..files import read_json, write_text
 from .tables import COLUMNS, demo_row
-from .results import load_results
+from .results import describe_setting, load_results
 
-FIGURES = [
-    ("reward_distributions", "Reward distributions"),
-    ("loglik_by_position", "Log-likelihood by generation position"),
-    ("reward_plane", "Reward plane"),
-    ("training_curves", "Training curves"),
+FIGURES = [  # (plot function, title, what the reader should look at)
+    ("reward_distributions", "Reward distributions",
+     "Each run's rewards on the held-out prompts (outlines, dotted mean) against the demonstrations' (grey, "
+     "dashed mean): a calibrated run overlaps them; an over-optimized one sits past them."),
+    ("loglik_by_position", "Log-likelihood by generation position",
+     "Mean log-likelihood under the base model at each token position; past the training length (dotted) a "
+     "policy that learned to loop climbs away from the demonstrations (the paper's Figure 2)."),
+    ("reward_plane", "Reward plane",
+     "One point per run: its mean of the first two rewards, or with one reward its mean reward against its KL "
+     "to the base model; the demonstrations' mean is the target, a β or α sweep is drawn as a front."),
+    ("training_curves", "Training curves",
+     "Reward, KL to the base model, length and distinct-2 per RL step, from each run's metrics.jsonl."),
 ]
 
 STYLE = """
@@ -63,6 +70,11 @@ def _num(x, fmt="{:.3f}") -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else fmt.format(x)
 
 
+def _seconds(x) -> str:
+    """Training seconds with the digits that matter: 0.4 s is not 0."""
+    return _num(x, "{:.0f}" if x is not None and x >= 10 else "{:.1f}")
+
+
 def _table(header, rows, numeric_from=1) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join(
@@ -79,7 +91,7 @@ def metrics_table(runs) -> str:
         m = dict(r.metrics)
         m.setdefault("kl_to_ref", float("nan"))
         rows.append([html.escape(r.name), html.escape(str(m.get("objective", "")))]
-                    + [html.escape(fmt(m)) for _, fmt in COLUMNS] + [_num(r.compute_seconds, "{:.0f}")])
+                    + [html.escape(fmt(m)) for _, fmt in COLUMNS] + [_seconds(r.compute_seconds)])
     per_reward = ""
     names = first.reward_names
     if len(names) > 1:
@@ -138,12 +150,11 @@ def compute_rows(runs, threshold: float) -> list[list[str]]:
 
 def seeds_section(path: Path, fig_dir: Path) -> str:
     """Table over seeds (as ``rcfd demo --seeds`` prints it) and the per-seed strip plot."""
-    import json
 
     from . import plots
     from ..plans.seeds import format_seeds_table
 
-    record = json.loads((path / "seeds.json").read_text())
+    record = read_json(path / "seeds.json")
     png = _png(plots.seed_strips(record))
     (fig_dir / "seeds.png").write_bytes(png)
     data = base64.b64encode(png).decode("ascii")
@@ -165,12 +176,13 @@ def build_report(dirs, out, *, threshold: float = 0.15, title: str | None = None
     fig_dir.mkdir(exist_ok=True)
     colors = plots.run_colors(runs)
     figure_html = []
-    for name, caption in FIGURES:
+    for name, title, caption in FIGURES:
         png = _png(getattr(plots, name)(runs, demo, colors))
         (fig_dir / f"{name}.png").write_bytes(png)
         data = base64.b64encode(png).decode("ascii")
-        figure_html.append(f"<h2>{caption}</h2><figure><img alt='{caption}' src='data:image/png;base64,{data}'>"
-                           f"<figcaption>{fig_dir.name}/{name}.png</figcaption></figure>")
+        figure_html.append(f"<h2>{title}</h2><figure><img alt='{title}' src='data:image/png;base64,{data}'>"
+                           f"<figcaption>{html.escape(caption)} (also {fig_dir.name}/{name}.png)</figcaption>"
+                           f"</figure>")
     seeds_html = "".join(seeds_section(Path(d), fig_dir) for d in dirs if (Path(d) / "seeds.json").exists())
     rows = compute_rows(runs, threshold)
     compute = (_table(["threshold", "RCfD (one run)", "sweep", "sweep training s", "sweep / RCfD"], rows, numeric_from=3)
@@ -181,6 +193,7 @@ def build_report(dirs, out, *, threshold: float = 0.15, title: str | None = None
 <style>{STYLE}</style></head>
 <body>
 <h1>{html.escape(title or 'rcfd report')}</h1>
+<p><b>{html.escape(describe_setting(runs))}</b></p>
 <p class="note">From {sources}. Rewards: {', '.join(map(html.escape, demo.reward_names))}.
 Alignment A = KL(ρ_demo ‖ ρ_policy) between reward histograms on shared bins (lower is closer to the
 demonstrations); W1 = Wasserstein-1 between the reward samples; KL(ref) = sampled KL to the reference

@@ -97,8 +97,8 @@ def loglik_by_position(runs, demo, colors, window: int = 8):
             ax.plot(x, _smooth(curve, window), color=color, lw=2, ls=style, label=name)
     if demo.train_tokens:
         ax.axvline(demo.train_tokens, color="0.4", lw=1, ls=":")
-        ax.annotate("training length", (demo.train_tokens, ax.get_ylim()[0]), xytext=(4, 6),
-                    textcoords="offset points", fontsize=8, color="0.3")
+        ax.annotate("training length", (demo.train_tokens, ax.get_ylim()[1]), xytext=(4, -10),  # clear of the note
+                    textcoords="offset points", fontsize=8, color="0.3", va="top")
     ax.set_xlabel("generation position (tokens)")
     ax.set_ylabel("log-likelihood under the reference (nats/token)")
     ax.text(0.99, 0.02, f"thin: per position; thick: mean of the last {window} positions", transform=ax.transAxes,

@@ -6,11 +6,11 @@ one :class:`Demonstrations` record, whatever wrote them.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import RcfdError
+from ..files import read_json
 from ..eval.metric_names import upgrade_record
 from ..train.rundir import RunDir
 
@@ -24,6 +24,8 @@ class RunResult:
     param: float | None = None  # β or α of a sweep run
     reward_names: list = field(default_factory=list)
     compute_seconds: float | None = None  # summed training-step seconds
+    config: dict | None = None  # the run's resolved config (None for a base model read from a record)
+    task: str | None = None  # the preset it ran, where the record names it (`rcfd demo`, `rcfd sweep --task`)
 
     def history(self) -> list[dict]:
         """metrics.jsonl, one record per training step ([] for the base model)."""
@@ -78,12 +80,12 @@ def _config_of(run_dir: Path) -> dict | None:
     return RunDir(run_dir).read_config_dict()
 
 
-def _make(name, metrics, run_dir, config, compute=None) -> RunResult:
+def _make(name, metrics, run_dir, config, compute=None, task=None) -> RunResult:
     family, param = _family(name, metrics)
     if compute is None and run_dir is not None and run_dir.exists():
         compute = RunDir(run_dir).step_seconds() or metrics.get("train_seconds")
     return RunResult(name, metrics, run_dir if run_dir is not None and run_dir.exists() else None, family, param,
-                     _reward_names(metrics, config), compute)
+                     _reward_names(metrics, config), compute, config, task)
 
 
 def _record_from_old_demo(data: dict) -> dict:
@@ -105,11 +107,11 @@ def load_directory(path: Path) -> tuple[list[RunResult], dict]:
     sweep, summary = path / "sweep.json", path / "summary.json"
     if (path / "seeds.json").exists() and not summary.exists() and not sweep.exists():
         # `rcfd demo --seeds`: the figures show the first seed; the report adds the table over seeds
-        seeds = json.loads((path / "seeds.json").read_text())["seeds"]
+        seeds = read_json(path / "seeds.json")["seeds"]
         return load_directory(path / f"seed-{seeds[0]}")
     if sweep.exists():
-        record = json.loads(sweep.read_text())
-    elif summary.exists() and "runs" in (data := json.loads(summary.read_text())):
+        record = read_json(sweep)
+    elif summary.exists() and "runs" in (data := read_json(summary)):
         record = _record_from_old_demo(data)
     elif summary.exists():  # a single run
         config = _config_of(path)
@@ -121,10 +123,25 @@ def load_directory(path: Path) -> tuple[list[RunResult], dict]:
     for name, r in record["runs"].items():
         run_config = r.get("config") or _config_of(path / name)
         config = config or run_config
-        runs.append(_make(name, r["metrics"], path / name, run_config, r.get("train_step_seconds")))
+        runs.append(_make(name, r["metrics"], path / name, run_config, r.get("train_step_seconds"),
+                          record.get("task")))
     if record.get("base"):
-        runs.insert(0, _make("base", record["base"]["metrics"], None, config))
+        runs.insert(0, _make("base", record["base"]["metrics"], None, config, task=record.get("task")))
     return runs, config or {}
+
+
+def describe_setting(runs) -> str:
+    """What the runs are, in one line: task, model, data, seeds and RL steps (each value once)."""
+    trained = [r for r in runs if r.family != "base"] or runs
+
+    def values(section, key):
+        found = (((r.config or {}).get(section) or {}).get(key) for r in trained)
+        return list(dict.fromkeys(str(v) for v in found if v is not None))
+
+    parts = [("task", list(dict.fromkeys(r.task for r in runs if r.task))), ("model", values("model", "name")),
+             ("data", values("data", "source")), ("seed", values("train", "seed")),
+             ("RL steps", values("train", "steps"))]
+    return "; ".join(f"{label} {', '.join(v)}" for label, v in parts if v) or "settings not recorded"
 
 
 def load_results(dirs) -> tuple[list[RunResult], Demonstrations]:

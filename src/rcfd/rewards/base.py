@@ -37,7 +37,8 @@ class RewardStack:
         for reward in self.rewards:
             value = torch.as_tensor(reward(prompts, completions, **kwargs), dtype=torch.float32, device="cpu")
             if value.shape != (len(prompts),):
-                raise ValueError(f"reward '{reward.name}' returned shape {tuple(value.shape)}, expected ({len(prompts)},)")
+                raise RcfdError(f"reward '{reward.name}' returned shape {tuple(value.shape)} for {len(prompts)} "
+                                f"completions; it must return one number per completion")
             columns.append(value)
         return torch.stack(columns, -1)
 

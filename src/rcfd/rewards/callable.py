@@ -66,7 +66,24 @@ class CallableReward:
                 f"@{code_fingerprint(fn)}")
 
     def __call__(self, prompts, completions, **kwargs) -> torch.Tensor:
-        return torch.as_tensor(self.fn(prompts, completions, **kwargs), dtype=torch.float32, device="cpu")
+        return reward_values(self.fn(prompts, completions, **kwargs), len(completions), self.name)
+
+
+def reward_values(values, n: int, name: str) -> torch.Tensor:
+    """``values`` as a float32 tensor [n], or one line naming the reward and the first bad entry."""
+    fix = "it must return one number per completion"
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().flatten().tolist()
+    try:
+        values = list(values)
+    except TypeError:
+        raise RcfdError(f"reward '{name}' returned {type(values).__name__}, not a list; {fix}") from None
+    for i, v in enumerate(values):
+        if not isinstance(v, (int, float)) and not hasattr(v, "__float__"):  # a bool counts as 0 or 1
+            raise RcfdError(f"reward '{name}' returned {v!r} ({type(v).__name__}) for completion {i}; {fix}")
+    if len(values) != n:
+        raise RcfdError(f"reward '{name}' returned {len(values)} values for {n} completions; {fix}")
+    return torch.tensor([float(v) for v in values], dtype=torch.float32, device="cpu")
 
 
 def code_fingerprint(fn) -> str:

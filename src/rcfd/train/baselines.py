@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from ..errors import RcfdError
+from ..files import strict_json
 from .rundir import RunDir
 
 
@@ -53,7 +54,8 @@ def _finish(run, components, config, trl_trainer, name: str, t0: float, extra: d
     """Write TRL's log, export the policy, evaluate it like an RL run, write ``summary.json``."""
     from ..eval.evaluate import evaluate_components
 
-    (run.path / f"{name}_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in trl_trainer.state.log_history))
+    (run.path / f"{name}_log.jsonl").write_text("".join(json.dumps(strict_json(r), allow_nan=False) + "\n"
+                                                          for r in trl_trainer.state.log_history))
     components = dataclasses.replace(components, policy=trl_trainer.model)
     run.save_final(components.policy, components.tokenizer)
     summary = {"objective": name, "steps": trl_trainer.state.global_step,

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import RcfdError
-from ..registry import Registry
+from ..registry import PAPER_OBJECTIVE, Registry
 from .advantages import ESTIMATORS, groups, leave_one_out_mean, rloo, whiten
 
 # ---------------------------------------------------------------------------------------------
@@ -289,7 +289,7 @@ class Weighted(Objective):
 
 
 class RCfD(Objective):
-    name = "rcfd"
+    name = PAPER_OBJECTIVE
     description = ("the paper's RCfD, −(R(x,y) − R(x,y_demo))² per sample; several rewards: each term "
                    "whitened, summed")
     needs_targets = True

@@ -15,13 +15,12 @@ reports, sweeps, the demo) goes through :class:`RunDir`.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import RcfdError
-from ..files import write_json, write_text
+from ..files import read_json, read_jsonl, write_json, write_text
 
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
@@ -29,6 +28,10 @@ SAMPLES = "samples.jsonl"
 TIMINGS = "timings.jsonl"
 CHECKPOINTS = "checkpoints"
 DEMO_REWARDS = "demo_rewards.pt"
+# What --resume may change: how long, where and how often to save; not what is trained (a resumed run
+# with another objective or learning rate would be a different run under the old one's name).
+RESUMABLE = ("train.steps", "train.threads", "train.save_every", "train.keep_checkpoints", "model.device",
+             "model.dtype")
 FINAL = "final"
 SUMMARY = "summary.json"
 
@@ -135,6 +138,17 @@ class RunDir:
                             f"`rcfd sft` or `rcfd dpo`")
         return make_config(data, list(overrides))
 
+    def resume_config(self, overrides=()):
+        """The run's config with ``overrides``, which may touch :data:`RESUMABLE` fields only: one line
+        naming the first other field an override changes, before anything is written."""
+        config = self.read_config(overrides)
+        for field, there, now in differences(self.read_config_dict(), config.to_dict()):
+            if field not in RESUMABLE:
+                raise RcfdError(f"--resume continues '{self.path}' as it was configured, but the overrides change "
+                                f"{field} ({there!r} there, {now!r} now); on resume only {', '.join(RESUMABLE)} "
+                                f"may change: train with other settings into a new --out")
+        return config
+
     def write_config(self, config) -> None:
         import yaml
 
@@ -143,10 +157,7 @@ class RunDir:
 
     # ---------------------------------------------------------------- logs and results
     def read_jsonl(self, name: str) -> list[dict]:
-        path = self.path / name
-        if not path.exists():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return read_jsonl(self.path / name)
 
     def read_metrics(self) -> list[dict]:
         return self.read_jsonl(METRICS)
@@ -156,7 +167,7 @@ class RunDir:
         return sum(r["step_s"] for r in self.read_jsonl(TIMINGS))
 
     def read_summary(self) -> dict | None:
-        return json.loads(self.summary_path.read_text()) if self.is_finished() else None
+        return read_json(self.summary_path) if self.is_finished() else None
 
     def save_final(self, policy, tokenizer) -> Path:
         """The trained policy (LoRA adapter or full model) and its tokenizer, with ``save_pretrained``."""
@@ -166,3 +177,11 @@ class RunDir:
 
     def write_summary(self, summary: dict) -> None:
         write_json(self.summary_path, summary)
+
+
+def differences(saved, current, prefix: str = "") -> list[tuple[str, object, object]]:
+    """(dotted field, saved value, current value) for every leaf where two config dicts differ."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        return [d for key in sorted(set(saved) | set(current))
+                for d in differences(saved.get(key), current.get(key), f"{prefix}{key}.")]
+    return [] if saved == current else [(prefix[:-1], saved, current)]

@@ -38,6 +38,7 @@ from .best_step import BEST_FILE, BestWeights, CalibrationProbe
 from .components import Components, build_components
 from .device import resolve_device, resolve_dtype
 from .distributed import Processes, check_world
+from .failed_step import StepBoundary
 from .logprobs import reference_logprobs, token_logprobs
 from .objectives import ScoredBatch, build_objective
 from .rollout import generate_in_parts
@@ -75,6 +76,7 @@ class Trainer:
         self.params = [p for p in self.policy.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(self.params, c.train)
         self.step_idx = self.skipped = 0
+        self.weights_moved = False  # by this step's optimizer steps (rcfd.train.failed_step)
         self.best = BestWeights() if c.train.load_best_model_at_end else None
         self.probe = CalibrationProbe(components, c)
         if resume:
@@ -176,8 +178,7 @@ class Trainer:
         bad, kept = self.procs.sum(torch.tensor([float((~keep).sum()), float(keep.sum())], device="cpu")).tolist()
         if not bad:  # decided on batch-wide counts, so every process stops (or skips) together
             return b
-        if not c.skip_nonfinite or kept == 0:
-            self.save()
+        if not c.skip_nonfinite or kept == 0:  # the loop checkpoints the step boundary before it re-raises
             check_finite(b.rewards, "the reward", self.step_idx + 1)
             raise NonFiniteError(f"the reward is not finite at step {self.step_idx + 1} in another process; "
                                  f"check the reward function, or set train.skip_nonfinite=true")
@@ -217,6 +218,7 @@ class Trainer:
                 self.procs.average_gradients(self.params)
                 norm = torch.nn.utils.clip_grad_norm_(self.params, c.max_grad_norm if c.max_grad_norm > 0 else math.inf)
                 self.optimizer.step()
+                self.weights_moved = True
                 losses.append(total)
                 grad_norms.append(float(norm))
         stats = {N.LOSS: float(np.mean(losses)), N.CLIP_RATIO: float(np.mean(clipped)) if clipped else 0.0,
@@ -245,7 +247,12 @@ class Trainer:
                 if self.best is not None and self.best.step is None:  # the base model is a candidate too
                     self.offer_best(self.probe(self.policy) if self.procs.is_main else {})
                 while self.step_idx < end and not stop.requested:
-                    record, batch = self.step()
+                    boundary = StepBoundary(self)
+                    try:
+                        record, batch = self.step()
+                    except Exception as exc:
+                        boundary.save_after_failure(exc)
+                        raise
                     self.after_step(record)
                     if self.procs.is_main:
                         self._log(record, batch)
@@ -293,6 +300,12 @@ class Trainer:
         if every and (self.step_idx % every == 0 or self.step_idx == 1):
             for p, t, r in list(zip(batch.prompts, batch.texts, batch.rewards[:, 0].tolist()))[:2]:
                 append_jsonl(self.run.samples_path, {"step": self.step_idx, "prompt": p, "completion": t, "reward": r})
+
+    def close(self) -> None:
+        """Let another trainer write this run directory (a process that ends releases it too)."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     def export(self) -> Path:
         """Save the final adapter (LoRA) or model with ``save_pretrained`` into ``OUT/final``."""
