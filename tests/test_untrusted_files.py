@@ -132,3 +132,65 @@ def test_a_corrupt_checkpoint_is_said_aloud_and_all_corrupt_is_an_error(tmp_path
     err = capsys.readouterr().err.strip()
     assert "every checkpoint" in err and len(err.splitlines()) == 1
     assert (run / "metrics.jsonl").exists()  # the logs are kept, not restarted from step 0
+
+
+def test_a_torn_line_in_the_cache_file_is_skipped_and_scored_again(tmp_path, capsys):
+    """A killed writer's torn last line stopped `rcfd serve --cache-file` with a bare JSONDecodeError."""
+    from rcfd.integrations.trl import RCfDReward
+
+    def n_words(prompts, completions, **kwargs):
+        return [float(len(c.split())) for c in completions]
+
+    cache = tmp_path / "cache.jsonl"
+    RCfDReward(n_words, cache_file=cache).demo_rewards(["p1", "p2"], ["a b", "a b c"])
+    with open(cache, "a") as f:
+        f.write('{"key": "0123", "val')  # torn mid-write
+    capsys.readouterr()
+    again = RCfDReward(n_words, cache_file=cache)
+    assert "skipped 1 unreadable line" in capsys.readouterr().err
+    assert again.uncached(["p1", "p2", "p3"], ["a b", "a b c", "x"]) == [2]
+    assert again.demo_rewards(["p3"], ["x y z w"]).flatten().tolist() == [4.0]
+    assert len(RCfDReward(n_words, cache_file=cache).uncached(["p3"], ["x y z w"])) == 0  # appended on a new line
+
+
+def test_an_empty_or_torn_demonstration_reward_cache_is_computed_again(tmp_path, tiny_config, monkeypatch, capsys):
+    """A zero-length cache file failed every later run with EOFError."""
+    from rcfd.train.components import build_components
+
+    monkeypatch.setenv("RCFD_CACHE", str(tmp_path / "cache"))
+    first = build_components(tiny_config(), progress=False).demo_train
+    path = next((tmp_path / "cache" / "demo_rewards").glob("*.pt"))
+    for damage in (b"", path.read_bytes()[:40]):
+        path.write_bytes(damage)
+        capsys.readouterr()
+        again = build_components(tiny_config(), progress=False).demo_train
+        assert "is unreadable" in capsys.readouterr().err and torch.equal(again, first)
+
+
+def test_stale_temporary_checkpoints_go_and_a_full_disk_is_one_line_keeping_the_good_ones(tmp_path, monkeypatch):
+    """A kill mid-write left .tmp-step-* folders; a full disk surfaced as torch's RuntimeError."""
+    import shutil
+    from collections import namedtuple
+
+    from rcfd.errors import RcfdError
+    from rcfd.train import checkpoint as ckpt
+
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    root = tmp_path / "checkpoints"
+    good = ckpt.save_checkpoint(root, 1, model, optimizer, {"step": 1})
+    (root / ".tmp-step-000002-killed").mkdir()
+    ckpt.save_checkpoint(root, 2, model, optimizer, {"step": 2})
+    assert sorted(p.name for p in root.iterdir()) == ["step-000001", "step-000002"]
+
+    def torch_save_on_a_full_disk(*args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file")
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(ckpt.torch, "save", torch_save_on_a_full_disk)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10 << 30, 10 << 30, 1 << 20))
+    with pytest.raises(RcfdError, match="no space left on the device .* earlier checkpoints are intact"):
+        ckpt.save_checkpoint(root, 3, model, optimizer, {"step": 3})
+    monkeypatch.undo()
+    assert sorted(p.name for p in root.iterdir()) == ["step-000001", "step-000002"]
+    assert ckpt.is_complete(good) and ckpt.is_complete(root / "step-000002")

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -59,6 +60,31 @@ def as_text(item) -> str:
     if isinstance(item, list) and all(isinstance(m, dict) for m in item):
         return str(item[-1].get("content", "")) if item else ""
     raise TypeError(f"expected a string or a list of chat messages, got {type(item).__name__}")
+
+
+def read_cache_file(path: Path) -> dict[str, list[float]]:
+    """{key: demonstration rewards} from a cache file; a line that does not parse (the torn last line of a
+    killed writer, an edit) is skipped with one warning, and its pair is scored again."""
+    cache, bad = {}, 0
+    text = path.read_bytes()
+    if text and not text.endswith(b"\n"):  # a torn last line: the next append starts a line of its own
+        with open(path, "ab") as f:
+            f.write(b"\n")
+    for line in text.decode("utf-8", errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            key, values = row["key"], [float(v) for v in row["values"]]
+        except (ValueError, TypeError, KeyError):
+            bad += 1
+            continue
+        if isinstance(key, str):
+            cache[key] = values
+    if bad:
+        print(f"rcfd: warning: skipped {bad} unreadable line(s) of the cache file '{path}'; those "
+              "demonstrations are scored again", file=sys.stderr)
+    return cache
 
 
 class RCfDReward:
@@ -107,10 +133,7 @@ class RCfDReward:
         self.cache_file = Path(cache_file) if cache_file else None
         self._cache: dict[str, list[float]] = {}
         if self.cache_file and self.cache_file.exists():
-            for line in self.cache_file.read_text(encoding="utf-8").splitlines():
-                if line.strip():
-                    row = json.loads(line)
-                    self._cache[row["key"]] = row["values"]
+            self._cache = read_cache_file(self.cache_file)
 
     def _key(self, prompt: str, demonstration: str) -> str:
         text = f"{self.stack.identity()}\x00{prompt}\x00{demonstration}"

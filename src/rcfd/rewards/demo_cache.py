@@ -9,6 +9,8 @@ precision or the data invalidates it.
 from __future__ import annotations
 
 import hashlib
+import pickle
+import sys
 from pathlib import Path
 
 import torch
@@ -45,14 +47,29 @@ def demo_cache_path(rewards, dataset, max_tokens: int) -> Path:
     return cache_dir() / "demo_rewards" / f"{key}.pt"
 
 
+def read_cache(path: Path) -> torch.Tensor | None:
+    """The cached tensor, or None where there is none or it cannot be read (empty, torn, or not a tensor:
+    it is computed again and rewritten, with one line saying so)."""
+    if not path.exists():
+        return None
+    try:
+        cached = torch.load(path, weights_only=True)  # a tensor; nothing in the cache may run code
+    except (EOFError, RuntimeError, pickle.UnpicklingError, ValueError) as exc:
+        cached = exc
+    if isinstance(cached, torch.Tensor) and cached.dim() == 2:
+        return cached
+    print(f"rcfd: warning: demonstration-reward cache '{path}' is unreadable ({type(cached).__name__}); "
+          "computing it again", file=sys.stderr)
+    return None
+
+
 def demo_rewards(rewards, dataset, tokenizer, max_tokens: int, batch_size: int = 32,
                  desc: str = "demonstration rewards", progress: bool = True) -> torch.Tensor:
     """[N, K] rewards of each demonstration (truncated to ``max_tokens`` tokens), cached on disk."""
     path = demo_cache_path(rewards, dataset, max_tokens)
-    if path.exists():
-        cached = torch.load(path, weights_only=True)  # a tensor; nothing in the cache may run code
-        if cached.shape[0] == len(dataset):
-            return cached
+    cached = read_cache(path)
+    if cached is not None and cached.shape[0] == len(dataset):
+        return cached
     prompts, demos = list(dataset["prompt"]), list(dataset["demonstration"])
     parts = []
     for i in tqdm(range(0, len(prompts), batch_size), desc=desc, leave=False, disable=not progress):

@@ -4,11 +4,13 @@ A checkpoint is a directory ``checkpoints/step-XXXXXX`` holding the trainable we
 (safetensors), optimizer state, RNG states, trainer state and the metrics so far. It is written
 into a temporary directory, every file fsynced, a manifest with SHA-256 checksums written last,
 and then renamed into place; a checkpoint whose manifest is missing or does not match is never
-read. The newest ``keep`` checkpoints are kept.
+read. The newest ``keep`` checkpoints are kept; a temporary directory a kill left behind goes at the
+next save, and a disk that fills up mid-write is one line that leaves the earlier checkpoints intact.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -75,6 +77,8 @@ def save_checkpoint(root: Path, step: int, model, optimizer, state: dict, extra_
     """Write checkpoint ``step`` atomically under ``root``; return its path."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob(".tmp-step-*"):  # a kill mid-write left it; the run's lock says no one else writes
+        shutil.rmtree(stale, ignore_errors=True)
     final = root / f"step-{step:06d}"
     tmp = private_dir(root, f".tmp-step-{step:06d}-")
     try:
@@ -99,12 +103,29 @@ def save_checkpoint(root: Path, step: int, model, optimizer, state: dict, extra_
             shutil.rmtree(final)
         os.replace(tmp, final)
         _fsync_dir(root)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if disk_full(exc, root):
+            raise RcfdError(f"no space left on the device of '{root}' while writing checkpoint step {step}; the "
+                            f"earlier checkpoints are intact: free space (or lower train.keep_checkpoints) and "
+                            f"continue with --resume") from None
         raise
     for old in list_checkpoints(root)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def disk_full(exc: BaseException, where: Path) -> bool:
+    """Whether ``exc`` is the disk filling up: ENOSPC, or torch's own wording for a failed write
+    ('[enforce fail at inline_container.cc ...]') where the device has under 64 MB left."""
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return True
+    if isinstance(exc, (OSError, RuntimeError)):
+        try:
+            return shutil.disk_usage(where).free < 64 << 20
+        except OSError:
+            return False
+    return False
 
 
 def is_complete(path: Path) -> bool:
