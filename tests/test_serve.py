@@ -331,7 +331,7 @@ def test_slow_clients_are_cut_off():
         slow_body = _connect(base)
         slow_body.sendall(b"POST /get_reward HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                           b"Content-Length: 100\r\n\r\n{\"query\"")
-        answer = slow_body.recv(4096).decode()
+        answer = _read_response(slow_body)
         assert answer.startswith("HTTP/1.1 408") and "did not arrive" in answer
 
         gone = _connect(base)
@@ -349,6 +349,19 @@ def _read_all(sock: socket.socket) -> str:
     while chunk := sock.recv(4096):
         data += chunk
     return data.decode()
+
+
+def _read_response(sock: socket.socket) -> str:
+    """One response, headers and the body its content-length announces (they may come in two segments)."""
+    data = b""
+    while b"\r\n\r\n" not in data and (chunk := sock.recv(4096)):
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"content-length:")), 0)
+    while len(body) < length and (chunk := sock.recv(4096)):
+        body += chunk
+    return (head + b"\r\n\r\n" + body).decode()
 
 
 def _readable(sock: socket.socket) -> bool:
