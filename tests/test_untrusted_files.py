@@ -194,3 +194,28 @@ def test_stale_temporary_checkpoints_go_and_a_full_disk_is_one_line_keeping_the_
     monkeypatch.undo()
     assert sorted(p.name for p in root.iterdir()) == ["step-000001", "step-000002"]
     assert ckpt.is_complete(good) and ckpt.is_complete(root / "step-000002")
+
+
+def test_a_model_from_elsewhere_is_read_as_data_its_code_and_pickles_never_run(tmp_path, tiny_path, capsys):
+    """A model outside the packaged ones: a config's auto_map (remote code) is not imported and a
+    pytorch_model.bin holding a pickle payload is refused in one line, with nothing run."""
+    import json
+    import shutil
+
+    marker = tmp_path / "ran-code"
+    remote = tmp_path / "remote-code"
+    shutil.copytree(tiny_path, remote)
+    config = json.loads((remote / "config.json").read_text())
+    (remote / "config.json").write_text(json.dumps({**config, "auto_map": {"AutoModelForCausalLM": "evil.Model"}}))
+    (remote / "evil.py").write_text(f"open({str(marker)!r}, 'w')\nfrom transformers import LlamaForCausalLM as Model\n")
+    pickled = tmp_path / "pickled"
+    shutil.copytree(tiny_path, pickled)
+    (pickled / "model.safetensors").unlink()
+    torch.save({"model.embed_tokens.weight": _Payload(marker)}, pickled / "pytorch_model.bin")
+
+    assert _train(tmp_path / "a", "--steps", "1", "--set", f"model.name={remote}") == 0  # loaded as a plain Llama
+    capsys.readouterr()
+    assert _train(tmp_path / "b", "--steps", "1", "--set", f"model.name={pickled}") == 2
+    err = capsys.readouterr().err.strip()
+    assert "objects beyond tensors" in err and "model.name" in err and len(err.splitlines()) == 1
+    assert not marker.exists()

@@ -15,3 +15,11 @@ class RcfdError(Exception):
 
 class NonFiniteError(RcfdError):
     """A reward or loss became NaN/inf during training."""
+
+
+def pickled_weights(field: str, name) -> RcfdError:
+    """The error for a model whose weights file is a pickle holding more than tensors (transformers loads
+    .bin files with ``weights_only=True`` and refuses such a file before anything in it runs)."""
+    return RcfdError(f"{field} '{name}' has a weights file holding objects beyond tensors, which loading would "
+                     f"run as code; it was not loaded. Save the model with save_pretrained (safetensors) and "
+                     f"point {field} at that")

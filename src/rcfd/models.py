@@ -10,11 +10,12 @@ Model names understood besides hub ids and paths:
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 
 import torch
 
-from .errors import RcfdError
+from .errors import RcfdError, pickled_weights
 from .files import staged_dir
 from .paths import cache_dir, package_dir
 
@@ -135,6 +136,8 @@ def load_policy(model_cfg, device: torch.device | None = None, dtype: torch.dtyp
     try:
         tokenizer = load_tokenizer(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    except pickle.UnpicklingError:
+        raise pickled_weights("model.name", model_cfg.name) from None
     except OSError as exc:
         raise RcfdError(
             f"could not load model '{model_cfg.name}' ({str(exc).splitlines()[0]}); set model.name "

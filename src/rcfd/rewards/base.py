@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import pickle
 from typing import Protocol, runtime_checkable
 
 import torch
 
-from ..errors import NonFiniteError, RcfdError
+from ..errors import NonFiniteError, RcfdError, pickled_weights
 
 
 @runtime_checkable
@@ -63,5 +64,7 @@ def load_sequence_classifier(model_name, field: str, reward_name: str, device=No
     try:
         return (AutoTokenizer.from_pretrained(model_name),
                 AutoModelForSequenceClassification.from_pretrained(model_name).eval().to(device or "cpu"))
+    except pickle.UnpicklingError:
+        raise pickled_weights(field, model_name) from None
     except OSError as exc:
         raise RcfdError(f"could not load {field} '{model_name}' ({str(exc).splitlines()[0]})") from None

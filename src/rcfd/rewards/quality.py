@@ -10,9 +10,11 @@
 
 from __future__ import annotations
 
+import pickle
+
 import torch
 
-from ..errors import RcfdError
+from ..errors import RcfdError, pickled_weights
 
 
 def packaged_minilm() -> str:
@@ -34,6 +36,8 @@ class SentenceEncoder:
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.model_name)
             self.model = AutoModel.from_pretrained(self.model_name).eval().to(device or "cpu")
+        except pickle.UnpicklingError:
+            raise pickled_weights(field, self.model_name) from None
         except OSError as exc:
             raise RcfdError(f"could not load {field} '{self.model_name}' ({str(exc).splitlines()[0]})") from None
         self.batch_size = batch_size
