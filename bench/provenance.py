@@ -24,12 +24,13 @@ def cpu_name() -> str:
 
 
 def commit() -> str:
-    """The checkout's short commit, with '+changes' when the work tree differs from it."""
+    """The checkout's short commit, with '+changes' when the work tree's code differs from it (results
+    written by earlier benchmarks do not count)."""
     def git(*args):
         return subprocess.run(["git", *args], capture_output=True, text=True, cwd=HERE).stdout.strip()
 
     head = git("rev-parse", "--short", "HEAD") or "unknown"
-    return head + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+    return head + ("+changes" if git("status", "--porcelain", "--untracked-files=no", "--", ":/", ":!/bench/results") else "")
 
 
 def command(script: str, argv=None) -> str:
