@@ -230,6 +230,7 @@ def main(argv=None) -> int:
     if args.device != "cpu" and not torch.cuda.is_available():
         parser.error(f"--device {args.device}: torch sees no CUDA GPU here")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ["RCFD_TRUST_CODE"] = "1"  # both trainers score with this folder's own bench_reward module
 
     from rcfd.models import load_tokenizer, materialize_smollm2
 
