@@ -155,20 +155,29 @@ def _cli(*args, cwd=None):
                 "--set", "objective.name=reward", "--no-eval"], "not finite"),
     ],
 )
-def test_cli_errors_are_one_line(tmp_path, setup, args, needle):
+def test_cli_errors_are_one_line(tmp_path, monkeypatch, capsys, setup, args, needle):
     if setup:
         (tmp_path / "c.yaml").write_text(setup)
     (tmp_path / "d.jsonl").write_text("\n".join(json.dumps({"question": f"q {i}", "answer": "a"}) for i in range(9)))
     (tmp_path / "empty.jsonl").write_text("\n".join(json.dumps({"prompt": "" if i == 2 else "p", "demonstration": "d"})
                                                     for i in range(9)))
-    proc = _cli(*args, cwd=tmp_path)
-    assert proc.returncode == 2, proc.stderr
-    lines = [l for l in proc.stderr.splitlines() if l.startswith("rcfd: error:")]
-    assert len(lines) == 1 and needle in lines[0], proc.stderr
-    assert "Traceback" not in proc.stderr
-    if needle in ("did you mean 'steps'", "not finite"):  # --debug shows the traceback (one config error, one run error)
-        debug = _cli(*args, "--debug", cwd=tmp_path)
-        assert "Traceback" in debug.stderr
+    monkeypatch.chdir(tmp_path)  # in-process (a real process: the test below)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    lines = [l for l in err.splitlines() if l.startswith("rcfd: error:")]
+    assert len(lines) == 1 and needle in lines[0], err
+    assert "Traceback" not in err
+    if needle in ("did you mean 'steps'", "not finite"):  # --debug raises (one config error, one run error)
+        with pytest.raises(Exception):
+            main([*args, "--debug"])
+
+
+def test_a_real_process_prints_one_line_and_the_traceback_only_with_debug(tmp_path):
+    (tmp_path / "c.yaml").write_text("train:\n  stpes: 3\n")
+    proc = _cli("train", "--config", "c.yaml", "--out", "o", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("rcfd: error:") and "did you mean 'steps'" in proc.stderr
+    assert "Traceback" in _cli("train", "--config", "c.yaml", "--out", "o", "--debug", cwd=tmp_path).stderr
 
 
 def test_materializing_the_model_does_not_change_the_run(tmp_path, monkeypatch):
