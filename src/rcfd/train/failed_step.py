@@ -37,16 +37,15 @@ class StepBoundary:
                 print(f"{where} after it changed the weights; nothing saved: --resume continues from the last "
                       "checkpoint", file=sys.stderr)
             return
-        if t.procs.is_main:
+        if not ckpt.is_complete(t.run.checkpoints / f"step-{t.step_idx:06d}"):  # never rewrite a good one
+            now = ckpt.rng_state()
+            ckpt.set_rng_state(self.rng)
+            t.skipped = self.skipped
+            t.objective.load_state_dict(self.objective)
+            try:
+                t.save()
+            finally:
+                ckpt.set_rng_state(now)
+        if t.procs.is_main:  # said once the checkpoint exists, so a save that fails does not claim it
             print(f"{where} before it changed the weights; the run is checkpointed at step {t.step_idx}: "
                   f"continue it with `rcfd train --resume {t.out}` once fixed", file=sys.stderr)
-        if ckpt.is_complete(t.run.checkpoints / f"step-{t.step_idx:06d}"):  # never rewrite a good one
-            return
-        now = ckpt.rng_state()
-        ckpt.set_rng_state(self.rng)
-        t.skipped = self.skipped
-        t.objective.load_state_dict(self.objective)
-        try:
-            t.save()
-        finally:
-            ckpt.set_rng_state(now)
